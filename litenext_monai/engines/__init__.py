@@ -1,0 +1,3 @@
+"""Ignite engines (MONAI workflows) for LiteNeXt training and evaluation."""
+
+from __future__ import annotations
