@@ -1,0 +1,40 @@
+"""LiteNeXt network, its blocks, and the SeRP training-only modules."""
+
+from __future__ import annotations
+
+from litenext_monai.networks.blocks import (
+    ChannelLayerNorm,
+    ConvNormAct,
+    DownStage,
+    LGEMixer,
+    ProjectUp,
+    ResidualBlock,
+)
+from litenext_monai.networks.litenext import GenerateContext, LiteNeXt, LiteNeXtEncoder
+from litenext_monai.networks.serp import (
+    DEFAULT_EMA_MOMENTUM,
+    DEFAULT_PROJECTOR_HIDDEN,
+    EMATargetEncoder,
+    ProjectorS,
+    ProjectorT,
+)
+from litenext_monai.networks.utils import count_macs, count_parameters
+
+__all__ = [
+    "ChannelLayerNorm",
+    "ConvNormAct",
+    "DownStage",
+    "LGEMixer",
+    "ProjectUp",
+    "ResidualBlock",
+    "GenerateContext",
+    "LiteNeXt",
+    "LiteNeXtEncoder",
+    "DEFAULT_EMA_MOMENTUM",
+    "DEFAULT_PROJECTOR_HIDDEN",
+    "EMATargetEncoder",
+    "ProjectorS",
+    "ProjectorT",
+    "count_macs",
+    "count_parameters",
+]

@@ -1,0 +1,124 @@
+"""Building blocks of LiteNeXt (Tran et al., arXiv 2405.15779, §3.1; spec §1.1).
+
+Every block works on 2D feature maps shaped ``B, C, H, W``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["ChannelLayerNorm", "ConvNormAct", "LGEMixer", "DownStage", "ResidualBlock", "ProjectUp"]
+
+
+class ChannelLayerNorm(nn.LayerNorm):
+    """LayerNorm over the channel vector of every pixel.
+
+    Mean and biased variance are taken over channels only (eps 1e-5) with a per-channel affine,
+    as the authors' code does through an NHWC view. Unlike ``GroupNorm(1, C)`` it does not pool
+    over H and W, and it has no running statistics.
+
+    Args:
+        num_channels: number of channels ``C`` of the ``B, C, H, W`` input.
+        eps: added to the variance.
+    """
+
+    def __init__(self, num_channels: int, eps: float = 1e-5) -> None:
+        super().__init__(num_channels, eps=eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class ConvNormAct(nn.Sequential):
+    """Convolution (with bias, zero padding) → :class:`ChannelLayerNorm` → exact GELU.
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels.
+        kernel_size: square kernel size; odd sizes get "same" padding, even sizes none.
+        stride: convolution stride.
+        groups: convolution groups (``in_channels`` for a depth-wise convolution).
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1
+    ) -> None:
+        # Integer padding (not padding="same") keeps the layers visible to every FLOP counter.
+        padding = kernel_size // 2 if kernel_size % 2 == 1 else 0
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, groups=groups),
+            ChannelLayerNorm(out_channels),
+            nn.GELU(),
+        )
+
+
+class LGEMixer(nn.Module):
+    """Local-Global Extraction Mixer block (paper eqs. 1–3).
+
+    ``x1 = LocalMixer(x)`` (full 3×3 convolution), ``x2 = FarMixer(x1) + x1`` (depth-wise k×k),
+    ``y = ChannelMixer(x2 + x)`` (1×1). Each mixer is convolution → LN → GELU. Keeps channels and
+    resolution; ``10c² + k²c + 9c`` parameters.
+
+    Args:
+        channels: channels ``c`` in and out.
+        kernel_size: depth-wise kernel ``k`` of the FarMixer (7 in the paper).
+    """
+
+    def __init__(self, channels: int, kernel_size: int = 7) -> None:
+        super().__init__()
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size}.")
+        self.local_mixer = ConvNormAct(channels, channels, 3)
+        self.far_mixer = ConvNormAct(channels, channels, kernel_size, groups=channels)
+        self.channel_mixer = ConvNormAct(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1 = self.local_mixer(x)
+        x2 = self.far_mixer(x1) + x1
+        return self.channel_mixer(x2 + x)
+
+
+class DownStage(nn.Sequential):
+    """2×2 max-pooling then a 1×1 widening convolution → LN → GELU (the code's stage entry, spec §1.1)."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(nn.MaxPool2d(2, 2), ConvNormAct(in_channels, out_channels, 1))
+
+
+class ResidualBlock(nn.Module):
+    """Bottleneck: two 3×3 convolution → LN → GELU layers with an identity skip."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = ConvNormAct(channels, channels, 3)
+        self.conv2 = ConvNormAct(channels, channels, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(self.conv1(x)) + x
+
+
+class ProjectUp(nn.Module):
+    """1×1 convolution → LN → GELU, then bilinear upsampling by ``scale`` (``align_corners=False``).
+
+    The projection runs before the upsampling, at the lower resolution.
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels.
+        scale: integer upsampling factor; 1 skips the upsampling.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, scale: int) -> None:
+        super().__init__()
+        self.project = ConvNormAct(in_channels, out_channels, 1)
+        self.scale = int(scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.project(x)
+        if self.scale == 1:
+            return x
+        return F.interpolate(x, scale_factor=float(self.scale), mode="bilinear", align_corners=False)

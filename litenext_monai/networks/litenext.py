@@ -1,0 +1,197 @@
+"""LiteNeXt (Tran et al., arXiv 2405.15779): LGEMixer encoder, residual bottleneck, GCF decoder.
+
+Implemented from the project specification (spec §1). With the defaults the network has
+711,201 parameters and 0.412 G convolution/linear MACs for a 1×3×256×256 input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from litenext_monai.networks.blocks import ConvNormAct, DownStage, LGEMixer, ProjectUp, ResidualBlock
+
+__all__ = ["LiteNeXtEncoder", "GenerateContext", "LiteNeXt"]
+
+#: Input height and width must be multiples of this (the stem and three 2×2 poolings).
+SIZE_DIVISOR = 16
+
+
+def global_pool(x: torch.Tensor) -> torch.Tensor:
+    """GAP + GMP of a ``B, C, H, W`` map, shaped ``B, C, 1, 1`` (the paper's pooled descriptor)."""
+    return F.adaptive_avg_pool2d(x, 1) + F.adaptive_max_pool2d(x, 1)
+
+
+class LiteNeXtEncoder(nn.Module):
+    """Stem and four LGEMixer stages (the paper's feature extractor F_θ).
+
+    Args:
+        in_channels: image channels.
+        base_channels: width ``C`` of stage 1; stages are ``C, 2C, 4C, 8C`` wide.
+        kernel_size: depth-wise kernel of every LGEMixer.
+
+    Returns (forward):
+        four maps ``e1..e4`` at H/2, H/4, H/8 and H/16 with ``C, 2C, 4C, 8C`` channels.
+    """
+
+    def __init__(self, in_channels: int = 3, base_channels: int = 16, kernel_size: int = 7) -> None:
+        super().__init__()
+        widths = [base_channels * 2**i for i in range(4)]
+        self.in_channels = in_channels
+        self.feature_channels = tuple(widths)
+        # The "patch partition" stem: 2×2 convolution with stride 2, no padding.
+        self.stem = ConvNormAct(in_channels, widths[0], kernel_size=2, stride=2)
+        self.stages = nn.ModuleList([LGEMixer(widths[0], kernel_size)])
+        for c_in, c_out in zip(widths[:-1], widths[1:]):
+            self.stages.append(nn.Sequential(DownStage(c_in, c_out), LGEMixer(c_out, kernel_size)))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        features: list[torch.Tensor] = []
+        x = self.stem(x)
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        return features
+
+
+class _ScaleKey(nn.Sequential):
+    """Key (or query) MLP of one scale: 1×1 conv c→c, GELU, 1×1 conv c→D, on the pooled descriptor."""
+
+    def __init__(self, in_channels: int, context_channels: int) -> None:
+        super().__init__(
+            nn.Conv2d(in_channels, in_channels, 1), nn.GELU(), nn.Conv2d(in_channels, context_channels, 1)
+        )
+
+
+class GenerateContext(nn.Module):
+    """GCF module ("Generate Context", spec §1.3): channel-wise gated fusion of four scales at H/2.
+
+    For every encoder map ``e_i`` a value ``V_i = ProjectUp(c_i→D, s_i)(e_i)`` and a key
+    ``k_i = MLP(GAP(e_i) + GMP(e_i))`` are formed; the bottleneck output ``d4`` gives the decoder
+    value ``V_d`` and the query ``q``. Scores ``a_i = W_s[k_i; q] + b_s`` share one linear layer;
+    ``α = softmax_i(a_i)`` runs across the four scales separately for each channel, and the output
+    is ``concat(Σ_i α_i ⊙ V_i, V_d)`` with ``2D`` channels.
+
+    Args:
+        feature_channels: channels ``c_1..c_4`` of the encoder maps.
+        context_channels: ``D`` (``8C`` = 128 in the paper).
+    """
+
+    def __init__(self, feature_channels: Sequence[int], context_channels: int) -> None:
+        super().__init__()
+        scales = [2**i for i in range(len(feature_channels))]
+        self.values = nn.ModuleList(
+            [ProjectUp(c, context_channels, s) for c, s in zip(feature_channels, scales)]
+        )
+        self.keys = nn.ModuleList([_ScaleKey(c, context_channels) for c in feature_channels])
+        self.decoder_value = ProjectUp(context_channels, context_channels, scales[-1])
+        self.query = _ScaleKey(context_channels, context_channels)
+        self.score = nn.Linear(2 * context_channels, context_channels)
+
+    def forward(self, features: list[torch.Tensor], decoded: torch.Tensor) -> torch.Tensor:
+        query = self.query(global_pool(decoded)).flatten(1)
+        scores = []
+        for i, key_mlp in enumerate(self.keys):
+            key = key_mlp(global_pool(features[i])).flatten(1)
+            scores.append(self.score(torch.cat([key, query], dim=1)))
+        weights = torch.softmax(torch.stack(scores, dim=1), dim=1)  # B, scales, D
+        # Accumulate scale by scale: a stacked 4×D×H/2×W/2 tensor would dominate peak memory.
+        context = weights[:, 0, :, None, None] * self.values[0](features[0])
+        for i, value_proj in enumerate(self.values):
+            if i > 0:
+                context = context + weights[:, i, :, None, None] * value_proj(features[i])
+        return torch.cat([context, self.decoder_value(decoded)], dim=1)
+
+
+class LiteNeXt(nn.Module):
+    """LiteNeXt segmentation network: encoder → residual bottleneck → GCF → prediction head.
+
+    Args:
+        spatial_dims: number of spatial dimensions; only 2 is supported.
+        in_channels: image channels (1 for grey images, 3 for RGB).
+        out_channels: number of foreground logit maps (1 for binary segmentation).
+        base_channels: stage-1 width ``C`` (16 in the paper); the context width is ``8C``.
+        kernel_size: depth-wise kernel of the LGEMixer FarMixer (7 in the paper; the authors'
+            released class defaults to 3, which gives 701,601 parameters).
+
+    Returns (forward):
+        logits ``B, out_channels, H, W``; no activation is applied.
+
+    Examples::
+
+        >>> net = LiteNeXt(spatial_dims=2, in_channels=3, out_channels=1)
+        >>> net(torch.zeros(1, 3, 256, 256)).shape
+        torch.Size([1, 1, 256, 256])
+
+    Note:
+        H and W must be multiples of 16 (a 2×2 stride-2 stem and three 2×2 poolings); pad or
+        resize inputs, e.g. to 256×256 as in the paper.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int = 2,
+        in_channels: int = 3,
+        out_channels: int = 1,
+        base_channels: int = 16,
+        kernel_size: int = 7,
+    ) -> None:
+        super().__init__()
+        if spatial_dims != 2:
+            raise ValueError(f"LiteNeXt is a 2D network; spatial_dims must be 2, got {spatial_dims}.")
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}.")
+        if base_channels < 1:
+            raise ValueError(f"base_channels must be >= 1, got {base_channels}.")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.encoder = LiteNeXtEncoder(in_channels, base_channels, kernel_size)
+        widths = self.encoder.feature_channels
+        context = widths[-1]
+        self.bottleneck = ResidualBlock(context)
+        self.context = GenerateContext(widths, context)
+        self.head_project = ProjectUp(2 * context, base_channels, 2)
+        self.head = nn.Conv2d(base_channels, out_channels, 1)
+
+    @property
+    def feature_channels(self) -> int:
+        """Channels of the stage-4 map ``e4`` that the SeRP projectors read (``8C``)."""
+        return self.encoder.feature_channels[-1]
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise ``ValueError`` unless ``x`` is ``B, in_channels, H, W`` with H, W multiples of 16."""
+        if x.dim() != 4:
+            raise ValueError(f"LiteNeXt expects a B×C×H×W tensor, got shape {tuple(x.shape)}.")
+        if x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"LiteNeXt was built with in_channels={self.in_channels} but the input has "
+                f"{x.shape[1]} channels (shape {tuple(x.shape)})."
+            )
+        h, w = int(x.shape[2]), int(x.shape[3])
+        if h % SIZE_DIVISOR or w % SIZE_DIVISOR:
+            good_h = -(-h // SIZE_DIVISOR) * SIZE_DIVISOR
+            good_w = -(-w // SIZE_DIVISOR) * SIZE_DIVISOR
+            raise ValueError(
+                f"LiteNeXt needs height and width that are multiples of {SIZE_DIVISOR}, got {h}×{w}; "
+                f"pad or resize the input to e.g. {good_h}×{good_w}."
+            )
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Encoder maps ``[e1, e2, e3, e4]`` at H/2..H/16 (``e4`` feeds the SeRP projectors)."""
+        if not torch.jit.is_scripting():
+            if not torch.jit.is_tracing():
+                self.check_input(x)
+        return self.encoder(x)
+
+    def forward_head(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """Bottleneck, GCF and head on the encoder maps; returns logits at the input size."""
+        decoded = self.bottleneck(features[-1])
+        fused = self.context(features, decoded)
+        return self.head(self.head_project(fused))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
