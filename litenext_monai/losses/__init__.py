@@ -1,3 +1,31 @@
 """Losses of LiteNeXt: Marginal Weight Loss, soft Dice, SeRP and their combination (Algorithm 2)."""
 
 from __future__ import annotations
+
+from litenext_monai.losses.combined import DEFAULT_FOCAL_GAMMA, SUPERVISED_KINDS, LiteNeXtLoss
+from litenext_monai.losses.dice import DEFAULT_DICE_SMOOTH, SoftDiceLoss
+from litenext_monai.losses.marginal_weight import (
+    DEFAULT_KERNEL_SIZE,
+    DEFAULT_W_BACKGROUND,
+    DEFAULT_W_MARGIN,
+    DEFAULT_W_OBJECT,
+    MarginalWeightLoss,
+    marginal_weight_map,
+)
+from litenext_monai.losses.serp import DEFAULT_SERP_EPS, SeRPLoss
+
+__all__ = [
+    "DEFAULT_DICE_SMOOTH",
+    "DEFAULT_FOCAL_GAMMA",
+    "DEFAULT_KERNEL_SIZE",
+    "DEFAULT_SERP_EPS",
+    "DEFAULT_W_BACKGROUND",
+    "DEFAULT_W_MARGIN",
+    "DEFAULT_W_OBJECT",
+    "SUPERVISED_KINDS",
+    "LiteNeXtLoss",
+    "MarginalWeightLoss",
+    "SeRPLoss",
+    "SoftDiceLoss",
+    "marginal_weight_map",
+]
