@@ -33,7 +33,9 @@ class ProjectorS(nn.Module):
         embedding ``e_m`` shaped ``B, in_channels``.
     """
 
-    def __init__(self, in_channels: int = 128, hidden_channels: int = DEFAULT_PROJECTOR_HIDDEN, bias: bool = False):
+    def __init__(
+        self, in_channels: int = 128, hidden_channels: int = DEFAULT_PROJECTOR_HIDDEN, bias: bool = False
+    ):
         super().__init__()
         self.fc1 = nn.Linear(in_channels, hidden_channels, bias=bias)
         self.act = nn.GELU()

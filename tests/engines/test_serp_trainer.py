@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from ignite.engine import Events
 from torch.utils.data import DataLoader
@@ -70,7 +71,9 @@ def test_ema_target_moves_after_each_optimizer_step():
 
     def after(engine):
         # After the step the trainer must have applied phi <- m*phi + (1-m)*theta with the new theta.
-        for old, new, theta in zip(snapshots["target"], target.encoder.parameters(), net.encoder.parameters()):
+        for old, new, theta in zip(
+            snapshots["target"], target.encoder.parameters(), net.encoder.parameters()
+        ):
             expected = old + (1 - momentum) * (theta.detach() - old)
             torch.testing.assert_close(new, expected, rtol=1e-5, atol=1e-6)
         snapshots["checked"] = snapshots.get("checked", 0) + 1
@@ -96,7 +99,9 @@ def test_serp_off_trains_supervised_only():
 
 def test_missing_weak_view_is_a_clear_error():
     trainer, _, _ = _build(serp=True)
-    trainer.data_loader = DataLoader([{k: v for k, v in d.items() if k != "image_weak"} for d in _loader().dataset], batch_size=2)
+    trainer.data_loader = DataLoader(
+        [{k: v for k, v in d.items() if k != "image_weak"} for d in _loader().dataset], batch_size=2
+    )
     try:
         trainer.run()
     except KeyError as err:
@@ -108,8 +113,46 @@ def test_missing_weak_view_is_a_clear_error():
 def test_projector_without_target_is_rejected():
     net = LiteNeXt(base_channels=4)
     try:
-        SeRPTrainer("cpu", 1, _loader(), net, torch.optim.SGD(net.parameters(), 0.1), LiteNeXtLoss(), projector=ProjectorS(32, 2))
+        SeRPTrainer(
+            "cpu",
+            1,
+            _loader(),
+            net,
+            torch.optim.SGD(net.parameters(), 0.1),
+            LiteNeXtLoss(),
+            projector=ProjectorS(32, 2),
+        )
     except ValueError as err:
         assert "both" in str(err)
     else:
         raise AssertionError("expected ValueError")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="mixed precision is CUDA-only; no CUDA device here")
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_mixed_precision_on_cuda(dtype):
+    torch.manual_seed(0)
+    net = LiteNeXt(base_channels=4).cuda()
+    projector = ProjectorS(net.feature_channels, 2).cuda()
+    target = EMATargetEncoder(net.encoder)
+    optimizer = torch.optim.NAdam(list(net.parameters()) + list(projector.parameters()), lr=1e-3)
+    trainer = SeRPTrainer(
+        "cuda",
+        1,
+        _loader(),
+        net,
+        optimizer,
+        LiteNeXtLoss(),
+        projector=projector,
+        target_encoder=target,
+        amp=True,
+        amp_dtype=dtype,
+    )
+    losses = []
+    trainer.add_event_handler(
+        Events.ITERATION_COMPLETED, lambda e: losses.append(float(e.state.output[0]["loss"]))
+    )
+    trainer.run()
+    assert trainer.amp is True
+    assert (trainer.scaler is not None) == (dtype == "float16")
+    assert all(torch.isfinite(torch.tensor(losses)))

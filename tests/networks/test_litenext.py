@@ -109,7 +109,9 @@ def test_gcf_weights_are_softmax_across_scales():
         torch.nn.init.zeros_(proj.project[1].weight)
         torch.nn.init.zeros_(proj.project[1].bias)
     out = gcf(feats, decoded)
-    query = gcf.query(torch.amax(decoded, (2, 3), keepdim=True) + decoded.mean((2, 3), keepdim=True)).flatten(1)
+    query = gcf.query(torch.amax(decoded, (2, 3), keepdim=True) + decoded.mean((2, 3), keepdim=True)).flatten(
+        1
+    )
     scores = []
     for key_mlp, f in zip(gcf.keys, feats):
         pooled = torch.amax(f, (2, 3), keepdim=True) + f.mean((2, 3), keepdim=True)
