@@ -1,3 +1,9 @@
 """MONAI transforms: SeRP dual views, MWL weight maps, loading and normalisation."""
 
 from __future__ import annotations
+
+from litenext_monai.transforms.dual_view import DualViewd
+from litenext_monai.transforms.io import LoadImage2D, LoadImage2Dd
+from litenext_monai.transforms.weight_map import MarginalWeightMap, MarginalWeightMapd
+
+__all__ = ["DualViewd", "LoadImage2D", "LoadImage2Dd", "MarginalWeightMap", "MarginalWeightMapd"]
