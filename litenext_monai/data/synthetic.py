@@ -26,10 +26,8 @@ Command line::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,13 +36,15 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from litenext_monai.data.splits import SPLIT_KEYS, split_hash
+from litenext_monai.io.atomic import atomic_write
+
 __all__ = ["VARIANTS", "DATALIST_NAME", "generate_synthetic_dataset", "render_case", "main"]
 
 VARIANTS = ("nuclei", "lesion")
 DATALIST_NAME = "datalist.json"
 # Bumped whenever the drawing changes, so an old cached folder is never silently reused.
 GENERATOR_VERSION = 1
-_SPLITS = ("training", "validation", "test")
 DEFAULT_NUM_TRAIN = 160
 DEFAULT_NUM_VAL = 20
 DEFAULT_NUM_TEST = 40
@@ -223,31 +223,11 @@ def render_case(
 
 
 def _write_png_atomic(array: np.ndarray, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            Image.fromarray(array).save(handle, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
 
 
 def _write_json_atomic(data: dict[str, Any], path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _split_hash(splits: dict[str, list[dict[str, Any]]]) -> str:
-    canonical = json.dumps({k: splits[k] for k in _SPLITS}, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8"))
 
 
 def _existing_datalist(path: Path) -> dict[str, Any] | None:
@@ -267,8 +247,8 @@ def _existing_datalist(path: Path) -> dict[str, Any] | None:
 
 
 def _is_complete(data: dict[str, Any], folder: Path) -> bool:
-    entries = [e for split in _SPLITS for e in data.get(split, [])]
-    if data.get("split_hash") != _split_hash({k: data.get(k, []) for k in _SPLITS}):
+    entries = [e for split in SPLIT_KEYS for e in data.get(split, [])]
+    if data.get("split_hash") != split_hash(data):
         return False
     return all((folder / e["image"]).is_file() and (folder / e["label"]).is_file() for e in entries)
 
@@ -336,15 +316,15 @@ def generate_synthetic_dataset(
                 "choose another folder or pass overwrite=True."
             )
         # Remove only the files the old datalist names, never anything else in the folder.
-        for entry in (e for split in _SPLITS for e in previous.get(split, [])):
+        for entry in (e for split in SPLIT_KEYS for e in previous.get(split, [])):
             for key in ("image", "label"):
                 (folder / entry[key]).unlink(missing_ok=True)
 
     (folder / "images").mkdir(parents=True, exist_ok=True)
     (folder / "masks").mkdir(parents=True, exist_ok=True)
-    splits: dict[str, list[dict[str, Any]]] = {k: [] for k in _SPLITS}
+    splits: dict[str, list[dict[str, Any]]] = {k: [] for k in SPLIT_KEYS}
     index = 0
-    for split in _SPLITS:
+    for split in SPLIT_KEYS:
         for _ in range(counts[split]):
             case_id = f"{variant}_{index:04d}"
             image, mask, num_objects = render_case(variant, seed, index, image_size)
@@ -374,7 +354,7 @@ def generate_synthetic_dataset(
         "seed": int(seed),
         "image_size": int(image_size),
         "parameters": parameters,
-        "split_hash": _split_hash(splits),
+        "split_hash": split_hash(splits),
         **splits,
     }
     # The datalist goes last: its presence marks a complete dataset.

@@ -57,8 +57,14 @@ def test_splits_sizes_disjoint_and_hash(nuclei) -> None:
     assert [len(datalist[s]) for s in ("training", "validation", "test")] == [12, 4, 8]
     ids = [e["case_id"] for e in _entries(datalist)]
     assert len(ids) == len(set(ids)) == 24
+    # The documented canonical form: per split, sorted [case_id, image, label] triples.
     canonical = json.dumps(
-        {s: datalist[s] for s in ("training", "validation", "test")}, sort_keys=True, separators=(",", ":")
+        {
+            s: sorted([e["case_id"], e["image"], e["label"]] for e in datalist[s])
+            for s in ("training", "validation", "test")
+        },
+        sort_keys=True,
+        separators=(",", ":"),
     )
     assert datalist["split_hash"] == hashlib.sha256(canonical.encode()).hexdigest()
     assert (datalist["variant"], datalist["seed"], datalist["image_size"]) == ("nuclei", 7, 128)

@@ -1,0 +1,104 @@
+"""Shared fixtures of the bundle tests: one tiny synthetic dataset and one tracked training run.
+
+Every bundle command runs as ``python -m monai.bundle ...`` in a subprocess from the
+repository root (the configs take their pipelines from ``transforms/`` by relative macro).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BUNDLE = REPO / "bundles" / "litenext_seg"
+CONFIGS = BUNDLE / "configs"
+TRAIN = str(CONFIGS / "train.json")
+EVALUATE = str(CONFIGS / "evaluate.json")
+INFERENCE = str(CONFIGS / "inference.json")
+SETTINGS = str(CONFIGS / "mlflow_settings.json")
+IMAGE_SIZE = 64
+NUM_TRAIN, NUM_VAL, NUM_TEST = 8, 2, 2
+BATCH_SIZE = 4
+
+
+def expr_path(path: Path | str) -> str:
+    """``output_dir`` as a ``$`` expression (a literal path loses MLflow's config artifact)."""
+    return f"$'{Path(path).as_posix()}'"
+
+
+def bundle_cmd(verb: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", "monai.bundle", verb, *args]
+
+
+def run_cmd(cmd: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
+    """Run a bundle command from the repository root; fail with its output on a non-zero exit."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env.pop("MLFLOW_TRACKING_URI", None)  # it would override every --tracking_uri
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        pytest.fail(
+            f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+        )
+    return proc
+
+
+def small_overrides(data_dir: Path, output_dir: Path, ckpt_dir: Path, max_epochs: int = 2) -> list[str]:
+    """Overrides for a tiny CPU run on the synthetic grey 64×64 dataset."""
+    return [
+        "--bundle_root", str(BUNDLE),
+        "--dataset_dir", str(data_dir),
+        "--output_dir", expr_path(output_dir),
+        "--ckpt_dir", str(ckpt_dir),
+        "--image_size", f"[{IMAGE_SIZE},{IMAGE_SIZE}]",
+        "--in_channels", "1",
+        "--batch_size", str(BATCH_SIZE),
+        "--val_batch_size", "2",
+        "--num_workers", "0",
+        "--max_epochs", str(max_epochs),
+        "--progress_bar", "False",
+    ]  # fmt: skip
+
+
+@dataclass
+class TrainedBundle:
+    data_dir: Path
+    datalist: dict
+    output_dir: Path
+    ckpt_dir: Path
+    run_name: str
+    max_epochs: int
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory) -> Path:
+    from litenext_monai.data import generate_synthetic_dataset
+
+    folder = tmp_path_factory.mktemp("bundle_data")
+    generate_synthetic_dataset(folder, "nuclei", NUM_TRAIN, NUM_VAL, NUM_TEST, image_size=IMAGE_SIZE, seed=3)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def trained_bundle(synthetic_data, tmp_path_factory) -> TrainedBundle:
+    """Train 2 epochs with the bundle's MLflow settings; shared by the evaluate/infer/export tests."""
+    root = tmp_path_factory.mktemp("bundle_run")
+    output_dir, ckpt_dir = root / "out", root / "models"
+    run_cmd(
+        bundle_cmd(
+            "run",
+            "--config_file",
+            TRAIN,
+            *small_overrides(synthetic_data, output_dir, ckpt_dir),
+            "--tracking",
+            SETTINGS,
+        )
+    )
+    run_name = (ckpt_dir / "last_run_name.txt").read_text().strip()
+    datalist = json.loads((synthetic_data / "datalist.json").read_text())
+    return TrainedBundle(synthetic_data, datalist, output_dir, ckpt_dir, run_name, 2)
