@@ -264,15 +264,21 @@ class LearningCurvePlotter:
         from matplotlib import pyplot as plt
 
         columns = sorted({k for r in self.history for k in r} - {"epoch", "train_loss"})
-        fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 4))
+        # Distances (HD95, in pixels) get their own axes: on the [0, 1] axes they flatten the rest.
+        distances = [c for c in columns if "hd" in c]
+        fig, axes = plt.subplots(1, 3 if distances else 2, figsize=(15 if distances else 10, 4))
+        ax_loss, ax_metric = axes[0], axes[1]
         epochs = [r["epoch"] for r in self.history]
         ax_loss.plot(epochs, [r["train_loss"] for r in self.history], marker="o", label="train loss")
         ax_loss.set(xlabel="epoch", ylabel="mean loss", title="training loss")
         for name in columns:
             points = [(r["epoch"], r[name]) for r in self.history if name in r]
-            ax_metric.plot(*zip(*points), marker="o", label=name)
-        ax_metric.set(xlabel="epoch", ylabel="value", title="validation")
-        for ax in (ax_loss, ax_metric):
+            ax = axes[2] if name in distances else ax_metric
+            ax.plot(*zip(*points), marker="o", label=name)
+        ax_metric.set(xlabel="epoch", ylabel="score", title="validation", ylim=(0.0, 1.0))
+        if distances:
+            axes[2].set(xlabel="epoch", ylabel="pixels", title="validation distance")
+        for ax in axes:
             ax.grid(alpha=0.3)
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=8)
