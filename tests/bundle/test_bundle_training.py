@@ -235,3 +235,20 @@ def test_packed_bundle_runs_from_anywhere(tmp_path):
     parser.read_config(str(packed / "configs" / "train.json"))
     parser.parse()
     assert parser["train#random_transforms"][0]["_target_"] == "litenext_monai.transforms.DualViewd"
+
+
+def test_same_seed_gives_identical_training_on_cpu(synthetic_data, tmp_path):
+    """Two launches with one seed (and a DataLoader worker) end with bit-identical weights."""
+    weights = []
+    for name in ("a", "b"):
+        overrides = small_overrides(
+            synthetic_data, tmp_path / name / "out", tmp_path / name / "models", max_epochs=1
+        )
+        overrides[overrides.index("--num_workers") + 1] = "1"
+        run_cmd(bundle_cmd("run", "--config_file", TRAIN, *overrides, "--seed", "7"))
+        weights.append(torch.load(tmp_path / name / "models" / "last.pt", weights_only=True))
+    for part in ("network", "target_encoder", "projector"):
+        first, second = weights[0][part], weights[1][part]
+        assert first.keys() == second.keys()
+        for key in first:
+            assert torch.equal(first[key], second[key]), f"{part}.{key} differs between identical runs"
