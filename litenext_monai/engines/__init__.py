@@ -17,6 +17,7 @@ from litenext_monai.engines.handlers import (
 )
 from litenext_monai.engines.metrics import PerImageMetricsSaver, per_image_metrics
 from litenext_monai.engines.serp_trainer import SeRPTrainer
+from litenext_monai.engines.volume_inference import load_inference_network, segment_volume
 
 __all__ = [
     "BestModelSaver",
@@ -27,8 +28,10 @@ __all__ = [
     "SeRPTrainer",
     "datalist_split_hash",
     "inference_items",
+    "load_inference_network",
     "loss_components",
     "make_run_name",
     "package_versions",
     "per_image_metrics",
+    "segment_volume",
 ]

@@ -1,0 +1,240 @@
+"""Volume inference: a trained 2D LiteNeXt segments a 3D NIfTI volume or a DICOM series slice by slice.
+
+The volume is cut into 2D slices along one axis; each slice goes through exactly the
+preprocessing the bundle applies to a training slice that ``prepare_dataset`` cut from a volume
+(a ``float32`` 2D NIfTI loaded by :class:`~litenext_monai.transforms.LoadImage2D`, then MONAI's
+bilinear, anti-aliased ``Resize`` to ``image_size``), and each prediction is mapped back the way
+the inference bundle's ``Invertd`` does (bilinear ``Resize`` to the slice's size). The binary
+slices are stacked into a ``uint8`` {0, 1} NIfTI volume with the input's shape and affine.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.transforms import Resize
+from monai.utils import convert_to_tensor
+from torch import nn
+
+from litenext_monai.io import (
+    DEFAULT_CT_WINDOW,
+    DEFAULT_PERCENTILES,
+    MODALITIES,
+    is_dicom,
+    is_nifti,
+    normalize_intensity,
+    read_dicom_series,
+    slice_volume,
+    stack_slices,
+    to_channels,
+    write_nifti,
+)
+from litenext_monai.networks import LiteNeXt
+
+__all__ = ["load_inference_network", "segment_volume"]
+
+logger = logging.getLogger(__name__)
+
+
+def load_inference_network(
+    checkpoint: str | os.PathLike, in_channels: int, out_channels: int = 1, **network_kwargs: object
+) -> LiteNeXt:
+    """Build a :class:`~litenext_monai.networks.LiteNeXt` and load a bundle checkpoint into it.
+
+    Args:
+        checkpoint: a ``model.pt`` holding the network's ``state_dict`` (what the bundle's
+            ``BestModelSaver`` writes to ``models/model.pt``).
+        in_channels: image channels the network was trained with (``in_channels`` in ``train.json``).
+        out_channels: output channels (1 for binary segmentation).
+        network_kwargs: further :class:`LiteNeXt` arguments (``base_channels``, ``kernel_size``) when
+            the bundle changed them.
+
+    Returns:
+        The network in eval mode on the CPU.
+
+    Raises:
+        FileNotFoundError: no such checkpoint.
+        ValueError: the file is not a ``state_dict`` or does not fit the network (message names it).
+    """
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"{checkpoint}: no such checkpoint file")
+    network = LiteNeXt(spatial_dims=2, in_channels=in_channels, out_channels=out_channels, **network_kwargs)
+    try:
+        # weights_only refuses pickled code: a checkpoint from elsewhere cannot run anything on load.
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for foreign or damaged files
+        raise ValueError(f"{checkpoint}: not a readable PyTorch state_dict ({err})") from err
+    if not isinstance(state, dict):
+        raise ValueError(f"{checkpoint}: expected a state_dict, found {type(state).__name__}")
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(
+            f"{checkpoint}: weights do not fit LiteNeXt(in_channels={in_channels}, out_channels={out_channels}"
+            f"{''.join(f', {k}={v}' for k, v in network_kwargs.items())}) ({err})"
+        ) from err
+    return network.eval()
+
+
+def _read_volume(source: Path, axis: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The source as a 3D array and, for a DICOM series, the affine its reader computed.
+
+    A NIfTI source returns ``None`` for the affine because its header is copied from the file.
+    """
+    if source.is_dir():
+        volume, meta = read_dicom_series(source)
+        return volume, np.asarray(meta["affine"], dtype=np.float64)
+    if not source.is_file():
+        raise FileNotFoundError(f"{source}: no such file or folder")
+    if is_nifti(source):
+        slices = slice_volume(source, axis)
+        return np.stack([s.array for s in slices], axis=axis), None
+    if is_dicom(source):
+        raise ValueError(
+            f"{source}: a single DICOM file is not a volume; pass the folder holding the whole series"
+        )
+    raise ValueError(
+        f"{source}: unsupported input; expected a 3D NIfTI volume (.nii, .nii.gz) or a DICOM series folder"
+    )
+
+
+def _normalise(
+    volume: np.ndarray,
+    axis: int,
+    modality: str,
+    channels: int,
+    window: Sequence[float],
+    percentiles: Sequence[float],
+) -> np.ndarray:
+    """Slices normalised one by one as training saw them: ``S×C×H×W`` float32."""
+    # prepare_dataset stores volume slices as float32 NIfTI, so the loader never had an integer
+    # full scale for them ("rgb" then clips to [0, 1]); casting first reproduces that exactly.
+    slices = []
+    for k in range(volume.shape[axis]):
+        image = np.take(volume, k, axis=axis).astype(np.float32)
+        image = normalize_intensity(image, modality, window=window, percentiles=percentiles)
+        slices.append(np.moveaxis(to_channels(image, channels), -1, 0))
+    return np.stack(slices).astype(np.float32)
+
+
+def _predict(
+    network: nn.Module,
+    images: np.ndarray,
+    image_size: Sequence[int],
+    threshold: float,
+    batch_size: int,
+    device: torch.device,
+) -> np.ndarray:
+    """Binary masks ``S×H×W`` (uint8) for normalised slices ``S×C×H×W``."""
+    n, channels, height, width = images.shape
+    # The bundle's transforms: anti-aliased bilinear Resize on the way in, plain bilinear on the way back.
+    to_network = Resize(tuple(image_size), mode="bilinear", anti_aliasing=True)
+    to_slice = Resize((height, width), mode="bilinear")
+    masks = []
+    for start in range(0, n, batch_size):
+        batch = torch.from_numpy(images[start : start + batch_size])
+        b = batch.shape[0]
+        # Resize treats dim 0 as channels; folding batch into it resizes every image of the batch alike.
+        resized = convert_to_tensor(to_network(batch.reshape(b * channels, height, width)), track_meta=False)
+        logits = network(resized.reshape(b, channels, *resized.shape[1:]).to(device))
+        if logits.shape[1] != 1:
+            raise ValueError(
+                f"expected a network with one output channel, got logits of shape {tuple(logits.shape)}"
+            )
+        probabilities = torch.sigmoid(logits[:, 0].float()).cpu()
+        restored = convert_to_tensor(to_slice(probabilities), track_meta=False)
+        masks.append((restored >= 0.3).numpy().astype(np.uint8))
+    return np.concatenate(masks)
+
+
+def segment_volume(
+    network: nn.Module,
+    source: str | os.PathLike,
+    output_path: str | os.PathLike,
+    axis: int = 2,
+    image_size: Sequence[int] = (256, 256),
+    modality: str = "mr",
+    threshold: float = 0.5,
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+    window: Sequence[float] | None = None,
+    percentiles: Sequence[float] | None = None,
+) -> Path:
+    """Segment a 3D volume slice by slice with a 2D network and write the mask volume.
+
+    Every slice along ``axis`` is normalised on its own (as a training slice was), replicated or
+    converted to ``network.in_channels``, resized to ``image_size``, segmented, and its sigmoid
+    probabilities are resized back to the slice's size and thresholded.
+
+    Args:
+        network: a 2D segmentation network with an ``in_channels`` attribute returning ``B×1×h×w``
+            logits (e.g. :func:`load_inference_network`); it is moved to ``device`` and put in eval mode.
+        source: a 3D NIfTI file (``.nii``/``.nii.gz``; a trailing singleton 4th dimension is allowed)
+            or a folder holding one DICOM series.
+        output_path: the mask volume to write (``.nii`` or ``.nii.gz``), atomically.
+        axis: volume axis to slice along (2: the third voxel axis, i.e. the slices of a DICOM series
+            or the axial slices of an RAS-stored scan).
+        image_size: ``(h, w)`` the network was trained at (``image_size`` in ``train.json``); multiples
+            of 16 for LiteNeXt.
+        modality: intensity normalisation of the training data, one of
+            :data:`litenext_monai.io.MODALITIES` (``modality`` in ``train.json``).
+        threshold: probability above which a pixel is foreground.
+        batch_size: slices per forward pass.
+        device: where the network runs.
+        window: CT ``(centre, width)`` in HU; ``None`` uses the loader's default.
+        percentiles: ``(low, high)`` for MR/microscopy; ``None`` uses the loader's default.
+
+    Returns:
+        ``output_path``: a ``uint8`` {0, 1} NIfTI with the input's voxel shape (``H×W×S`` for a
+        series) and affine (the NIfTI header's, or the one
+        :func:`~litenext_monai.io.read_dicom_series` computes).
+
+    Raises:
+        FileNotFoundError: ``source`` does not exist.
+        ValueError: ``source`` is not a 3D volume, unreadable or unsupported (message names it), or
+            bad arguments.
+    """
+    source, output_path = Path(source), Path(output_path)
+    if axis not in (0, 1, 2):
+        raise ValueError(f"axis must be 0, 1 or 2, got {axis}")
+    if modality.lower() not in MODALITIES:
+        raise ValueError(f"unknown modality {modality!r}; expected one of {MODALITIES}")
+    if len(image_size) != 2 or min(image_size) < 1:
+        raise ValueError(f"image_size must be two positive sizes (h, w), got {tuple(image_size)}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not is_nifti(output_path):
+        raise ValueError(f"{output_path}: the output must be a NIfTI file ending in .nii or .nii.gz")
+    if output_path.resolve() == source.resolve():
+        raise ValueError(f"{output_path}: refusing to overwrite the input volume")
+
+    volume, series_affine = _read_volume(source, axis)
+    images = _normalise(
+        volume,
+        axis,
+        modality.lower(),
+        int(network.in_channels),
+        DEFAULT_CT_WINDOW if window is None else window,
+        DEFAULT_PERCENTILES if percentiles is None else percentiles,
+    )
+    device = torch.device(device)
+    was_training = network.training
+    network.to(device).eval()
+    try:
+        with torch.no_grad():
+            masks = _predict(network, images, image_size, threshold, batch_size, device)
+    finally:
+        network.train(was_training)
+
+    if series_affine is None:
+        stack_slices(list(masks), range(len(masks)), axis, source, out_path=output_path, dtype=np.uint8)
+    else:
+        write_nifti(np.moveaxis(masks, 0, axis).astype(np.uint8), series_affine, output_path)
+    logger.info("%s: %d slices along axis %d segmented -> %s", source, len(masks), axis, output_path)
+    return output_path
