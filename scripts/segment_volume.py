@@ -50,11 +50,17 @@ _DEFAULTS = {
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+        usage="%(prog)s CHECKPOINT INPUT [INPUT ...] OUTPUT [options]",
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("checkpoint", help="models/model.pt of a trained bundle (a LiteNeXt state_dict)")
     parser.add_argument(
-        "paths", nargs="+", metavar="INPUT ... OUTPUT", help="input volumes/series folders, then the output"
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="INPUT [INPUT ...] OUTPUT: volumes or series folders, then the output",
     )
     parser.add_argument("--config", type=Path, help="the bundle's train.json to take training settings from")
     parser.add_argument("--in-channels", type=int, help="image channels the network was trained with")

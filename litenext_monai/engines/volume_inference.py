@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -82,19 +83,19 @@ def load_inference_network(
     return network.eval()
 
 
-def _read_volume(source: Path, axis: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """The source as a 3D array and, for a DICOM series, the affine its reader computed.
+def _read_slices(source: Path, axis: int) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """The source's ``H×W`` slices along ``axis`` and, for a DICOM series, the affine its reader computed.
 
     A NIfTI source returns ``None`` for the affine because its header is copied from the file.
     """
     if source.is_dir():
         volume, meta = read_dicom_series(source)
-        return volume, np.asarray(meta["affine"], dtype=np.float64)
+        slices = [np.take(volume, k, axis=axis) for k in range(volume.shape[axis])]
+        return slices, np.asarray(meta["affine"], dtype=np.float64)
     if not source.is_file():
         raise FileNotFoundError(f"{source}: no such file or folder")
     if is_nifti(source):
-        slices = slice_volume(source, axis)
-        return np.stack([s.array for s in slices], axis=axis), None
+        return [s.array for s in slice_volume(source, axis)], None
     if is_dicom(source):
         raise ValueError(
             f"{source}: a single DICOM file is not a volume; pass the folder holding the whole series"
@@ -105,41 +106,42 @@ def _read_volume(source: Path, axis: int) -> tuple[np.ndarray, np.ndarray | None
 
 
 def _normalise(
-    volume: np.ndarray,
-    axis: int,
+    slices: Sequence[np.ndarray],
     modality: str,
     channels: int,
     window: Sequence[float],
     percentiles: Sequence[float],
-) -> np.ndarray:
-    """Slices normalised one by one as training saw them: ``S×C×H×W`` float32."""
-    # prepare_dataset stores volume slices as float32 NIfTI, so the loader never had an integer
-    # full scale for them ("rgb" then clips to [0, 1]); casting first reproduces that exactly.
-    slices = []
-    for k in range(volume.shape[axis]):
-        image = np.take(volume, k, axis=axis).astype(np.float32)
-        image = normalize_intensity(image, modality, window=window, percentiles=percentiles)
-        slices.append(np.moveaxis(to_channels(image, channels), -1, 0))
-    return np.stack(slices).astype(np.float32)
+) -> torch.Tensor:
+    """``H×W`` slices normalised one by one as training saw them: ``B×C×H×W`` float32."""
+    images = []
+    for array in slices:
+        # prepare_dataset stores volume slices as float32 NIfTI, so the loader never had an integer
+        # full scale for them ("rgb" then clips to [0, 1]); casting first reproduces that exactly.
+        image = normalize_intensity(
+            array.astype(np.float32), modality, window=window, percentiles=percentiles
+        )
+        images.append(np.moveaxis(to_channels(image, channels), -1, 0))
+    return torch.from_numpy(np.stack(images).astype(np.float32))
 
 
 def _predict(
     network: nn.Module,
-    images: np.ndarray,
+    slices: Sequence[np.ndarray],
+    normalise: Callable[[Sequence[np.ndarray]], torch.Tensor],
     image_size: Sequence[int],
     threshold: float,
     batch_size: int,
     device: torch.device,
-) -> np.ndarray:
-    """Binary masks ``S×H×W`` (uint8) for normalised slices ``S×C×H×W``."""
-    n, channels, height, width = images.shape
+) -> list[np.ndarray]:
+    """Binary ``H×W`` uint8 masks of the slices; only one batch is held normalised at a time."""
+    height, width = slices[0].shape
     # The bundle's transforms: anti-aliased bilinear Resize on the way in, plain bilinear on the way back.
     to_network = Resize(tuple(image_size), mode="bilinear", anti_aliasing=True)
     to_slice = Resize((height, width), mode="bilinear")
-    masks = []
-    for start in range(0, n, batch_size):
-        batch = torch.from_numpy(images[start : start + batch_size])
-        b = batch.shape[0]
+    masks: list[np.ndarray] = []
+    for start in range(0, len(slices), batch_size):
+        batch = normalise(slices[start : start + batch_size])
+        b, channels = batch.shape[:2]
         # Resize treats dim 0 as channels; folding batch into it resizes every image of the batch alike.
         resized = convert_to_tensor(to_network(batch.reshape(b * channels, height, width)), track_meta=False)
         logits = network(resized.reshape(b, channels, *resized.shape[1:]).to(device))
@@ -149,8 +151,8 @@ def _predict(
             )
         probabilities = torch.sigmoid(logits[:, 0].float()).cpu()
         restored = convert_to_tensor(to_slice(probabilities), track_meta=False)
-        masks.append((restored >= 0.3).numpy().astype(np.uint8))
-    return np.concatenate(masks)
+        masks.extend((restored > threshold).numpy().astype(np.uint8))
+    return masks
 
 
 def segment_volume(
@@ -214,27 +216,26 @@ def segment_volume(
     if output_path.resolve() == source.resolve():
         raise ValueError(f"{output_path}: refusing to overwrite the input volume")
 
-    volume, series_affine = _read_volume(source, axis)
-    images = _normalise(
-        volume,
-        axis,
-        modality.lower(),
-        int(network.in_channels),
-        DEFAULT_CT_WINDOW if window is None else window,
-        DEFAULT_PERCENTILES if percentiles is None else percentiles,
+    slices, series_affine = _read_slices(source, axis)
+    normalise = partial(
+        _normalise,
+        modality=modality.lower(),
+        channels=int(network.in_channels),
+        window=DEFAULT_CT_WINDOW if window is None else window,
+        percentiles=DEFAULT_PERCENTILES if percentiles is None else percentiles,
     )
     device = torch.device(device)
     was_training = network.training
     network.to(device).eval()
     try:
         with torch.no_grad():
-            masks = _predict(network, images, image_size, threshold, batch_size, device)
+            masks = _predict(network, slices, normalise, image_size, threshold, batch_size, device)
     finally:
         network.train(was_training)
 
     if series_affine is None:
-        stack_slices(list(masks), range(len(masks)), axis, source, out_path=output_path, dtype=np.uint8)
+        stack_slices(masks, range(len(masks)), axis, source, out_path=output_path, dtype=np.uint8)
     else:
-        write_nifti(np.moveaxis(masks, 0, axis).astype(np.uint8), series_affine, output_path)
+        write_nifti(np.stack(masks, axis=axis), series_affine, output_path)
     logger.info("%s: %d slices along axis %d segmented -> %s", source, len(masks), axis, output_path)
     return output_path
