@@ -5,7 +5,6 @@ from __future__ import annotations
 from .layouts import LAYOUTS, get_layout, list_layouts
 from .prepare import PreparedDataset, prepare_dataset
 from .splits import kfold_split, official_split, ratio_split, split_hash, verify_split_hash
-from .synthetic import generate_synthetic_dataset
 from .validation import ValidationError, ValidationReport, validate_prepared
 
 __all__ = [
@@ -24,3 +23,13 @@ __all__ = [
     "verify_split_hash",
     "generate_synthetic_dataset",
 ]
+
+
+def __getattr__(name: str):
+    # Imported lazily so that `python -m litenext_monai.data.synthetic` does not find the module
+    # already imported by its package (runpy warns about that).
+    if name == "generate_synthetic_dataset":
+        from .synthetic import generate_synthetic_dataset
+
+        return generate_synthetic_dataset
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

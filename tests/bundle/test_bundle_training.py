@@ -4,6 +4,7 @@ a real MLflow server, and packing a self-contained bundle."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import socket
@@ -252,3 +253,20 @@ def test_same_seed_gives_identical_training_on_cpu(synthetic_data, tmp_path):
         assert first.keys() == second.keys()
         for key in first:
             assert torch.equal(first[key], second[key]), f"{part}.{key} differs between identical runs"
+
+
+def test_no_data_arguments_trains_on_generated_synthetic_data(tmp_path):
+    """Without --dataset_dir the bundle generates the built-in data under its root and trains on it."""
+    root = tmp_path / "bundle_root"
+    run_cmd(
+        bundle_cmd(
+            "run", "--config_file", TRAIN, "--bundle_root", str(root),
+            "--max_epochs", "1", "--image_size", "[64,64]", "--num_workers", "0", "--progress_bar", "False",
+        )
+    )  # fmt: skip
+    datalist = root / "data" / "synthetic_nuclei" / "datalist.json"
+    assert datalist.is_file()
+    data = json.loads(datalist.read_text())
+    assert [len(data[k]) for k in ("training", "validation", "test")] == [160, 20, 40]
+    state = torch.load(root / "models" / "model.pt", weights_only=True)
+    assert state["encoder.stem.0.weight"].shape[1] == 3  # the default recipe is RGB: grey is replicated
