@@ -18,7 +18,7 @@ from litenext_monai.networks.serp import (
     ProjectorS,
     ProjectorT,
 )
-from litenext_monai.networks.utils import count_macs, count_parameters
+from litenext_monai.networks.utils import count_macs, count_parameters, reparameterize
 
 __all__ = [
     "ChannelLayerNorm",
@@ -37,4 +37,5 @@ __all__ = [
     "ProjectorT",
     "count_macs",
     "count_parameters",
+    "reparameterize",
 ]

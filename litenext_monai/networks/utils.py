@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["count_parameters", "count_macs"]
+__all__ = ["count_parameters", "count_macs", "reparameterize"]
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
@@ -55,3 +55,16 @@ def count_macs(module: nn.Module, input_shape: Sequence[int]) -> int:
         for handle in handles:
             handle.remove()
     return total
+
+
+def reparameterize(module: nn.Module) -> nn.Module:
+    """Convert ``module`` in place to its inference-only deploy form, when it has one.
+
+    Networks with train-time structure that folds away (timm's convention) define
+    ``reparameterize()``; any other module is returned unchanged, so inference code can call this
+    on whatever network a bundle defines.
+    """
+    convert = getattr(module, "reparameterize", None)
+    if callable(convert):
+        convert()
+    return module

@@ -7,35 +7,13 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pydicom
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
 from litenext_monai.data import prepare_dataset
 from litenext_monai.io import stack_slices
+from tests.dicom_helpers import write_dicom_slice
 
 from .layout_helpers import check_prepared, rect_mask
-
-
-def _ct_slice(path: Path, pixels: np.ndarray, patient: str, series: str, z: float, instance: int) -> None:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.PatientID, ds.Modality, ds.SeriesInstanceUID, ds.InstanceNumber = patient, "CT", series, instance
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-    ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
-    ds.PixelSpacing = [0.8, 0.6]
-    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-    ds.ImagePositionPatient = [-10.0, 5.0, z]
-    ds.PixelData = pixels.astype(np.int16).tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
 
 
 def test_dicom_series_and_nifti_volumes(tmp_path: Path) -> None:
@@ -50,7 +28,17 @@ def test_dicom_series_and_nifti_volumes(tmp_path: Path) -> None:
         stored = rng.integers(0, 2000, (s, h, w))
         # File names run opposite to the slice positions: sorting must use the positions.
         for k in range(s):
-            _ct_slice(raw / "images" / f"ct{p}" / f"{s - k:03d}.dcm", stored[k], f"PAT{p}", series, 2.5 * k, s - k)
+            write_dicom_slice(
+                raw / "images" / f"ct{p}" / f"{s - k:03d}.dcm",
+                stored[k].astype(np.int16),
+                series_uid=series,
+                instance=s - k,
+                position=(-10.0, 5.0, 2.5 * k),
+                spacing=(0.8, 0.6),
+                modality="CT",
+                patient_id=f"PAT{p}",
+                rescale=(1, -1024),
+            )
         masks = np.stack([rect_mask(h, w, k, 2, k + 5, 9 + p) for k in range(s)], axis=-1).astype(np.uint8)
         nib.save(nib.Nifti1Image(masks, np.eye(4)), raw / "masks" / f"ct{p}.nii.gz")
         for k in range(s):
@@ -76,9 +64,14 @@ def test_dicom_series_and_nifti_volumes(tmp_path: Path) -> None:
         assert np.allclose(written.affine @ [1, 0, 0, 1], [10.0, -5.8, 2.5 * k, 1])  # one row = 0.8 mm
     where = {c: key for key, ids in result.splits.items() for c in ids}
     for prefix in ("ct0", "ct1", "ct2", "mr"):
-        assert len({where[c] for c in where if c.startswith(prefix + "_")}) == 1, f"{prefix} split across sets"
+        assert len({where[c] for c in where if c.startswith(prefix + "_")}) == 1, (
+            f"{prefix} split across sets"
+        )
     # Predictions written back land in the source volume's geometry.
-    slices = [np.asarray(nib.load(str(tmp_path / "out" / entries[f"mr_s{k:03d}"]["label"])).dataobj) for k in range(3)]
+    slices = [
+        np.asarray(nib.load(str(tmp_path / "out" / entries[f"mr_s{k:03d}"]["label"])).dataobj)
+        for k in range(3)
+    ]
     stacked = stack_slices(slices, [0, 1, 2], 2, raw / "images" / "mr.nii.gz", tmp_path / "pred.nii.gz")
     back = nib.load(str(tmp_path / "pred.nii.gz"))
     assert np.array_equal(stacked, vol_mask) and np.allclose(back.affine, affine)

@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import pytest
 from PIL import Image
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import generate_uid
 
 from litenext_monai.data import prepare_dataset, verify_split_hash
+from tests.dicom_helpers import write_dicom_slice
 
 from .layout_helpers import check_prepared, random_image, rect_mask, tree_digest
 
@@ -82,9 +81,13 @@ def test_isic2018_and_ph2(tmp_path: Path) -> None:
     expected = {}
     for i in range(4):
         case = f"ISIC_{i:07d}"
-        Image.fromarray(random_image(rng, 30, 40)).save(raw / "ISIC2018_Task1-2_Training_Input" / f"{case}.jpg", quality=95)
+        Image.fromarray(random_image(rng, 30, 40)).save(
+            raw / "ISIC2018_Task1-2_Training_Input" / f"{case}.jpg", quality=95
+        )
         mask = rect_mask(30, 40, 5, 7 + i, 20, 33)
-        Image.fromarray(mask.astype(np.uint8) * 255).save(raw / "ISIC2018_Task1_Training_GroundTruth" / f"{case}_segmentation.png")
+        Image.fromarray(mask.astype(np.uint8) * 255).save(
+            raw / "ISIC2018_Task1_Training_GroundTruth" / f"{case}_segmentation.png"
+        )
         expected[case] = mask
     (raw / "ISIC2018_Task1-2_Training_Input" / "LICENSE.txt").write_text("licence")
     _prepare("isic2018", raw, tmp_path / "out_isic")
@@ -110,23 +113,16 @@ def test_isic2018_and_ph2(tmp_path: Path) -> None:
 
 
 def _write_mr(path: Path, pixels: np.ndarray, patient: str, series_uid: str, position: float) -> None:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MRImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.PatientID, ds.Modality, ds.SeriesInstanceUID = patient, "MR", series_uid
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelSpacing = [1.25, 1.25]
-    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-    ds.ImagePositionPatient = [0.0, 0.0, position]
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
+    # 12 of the 16 bits stored, as in the Sunnybrook files.
+    write_dicom_slice(
+        path,
+        pixels.astype(np.uint16),
+        series_uid=series_uid,
+        position=(0.0, 0.0, position),
+        spacing=(1.25, 1.25),
+        patient_id=patient,
+        bits_stored=12,
+    )
 
 
 @pytest.mark.parametrize("task", ["endo", "epi"])
@@ -141,18 +137,43 @@ def test_sunnybrook_contours_rasterised_per_patient(tmp_path: Path, task: str) -
         series = generate_uid()
         for number in (20, 40):
             # Two series in the image folder; the contoured numbers exist only in series 0004.
-            _write_mr(raw / "challenge_training" / image_folder / f"IM-0004-{number:04d}.dcm", rng.integers(0, 4000, (h, w)), f"P{p}", series, number / 10)
-        _write_mr(raw / "challenge_training" / image_folder / "IM-0001-0001.dcm", rng.integers(0, 4000, (h, w)), f"P{p}", series, 0.0)
+            _write_mr(
+                raw / "challenge_training" / image_folder / f"IM-0004-{number:04d}.dcm",
+                rng.integers(0, 4000, (h, w)),
+                f"P{p}",
+                series,
+                number / 10,
+            )
+        _write_mr(
+            raw / "challenge_training" / image_folder / "IM-0001-0001.dcm",
+            rng.integers(0, 4000, (h, w)),
+            f"P{p}",
+            series,
+            0.0,
+        )
         for number in (20, 40):
-            folder = raw / "Sunnybrook Cardiac MR Database ContoursPart3" / "TrainingDataContours" / contour_folder / "contours-manual" / "IRCCI-expert"
+            folder = (
+                raw
+                / "Sunnybrook Cardiac MR Database ContoursPart3"
+                / "TrainingDataContours"
+                / contour_folder
+                / "contours-manual"
+                / "IRCCI-expert"
+            )
             folder.mkdir(parents=True, exist_ok=True)
             # Pixel-centre rule: the square x∈[9.5, 20.5], y∈[5.5, 30.5] fills columns 10..20, rows 6..30.
             inner = [(9.5, 5.5), (20.5, 5.5), (20.5, 30.5), (9.5, 30.5)]
             outer = [(x + (2 if x > 15 else -2), y + (2 if y > 15 else -2)) for x, y in inner]
-            (folder / f"IM-0001-{number:04d}-icontour-manual.txt").write_text("\n".join(f"{x:.2f} {y:.2f}" for x, y in inner))
-            (folder / f"IM-0001-{number:04d}-ocontour-manual.txt").write_text("\n".join(f"{x:.2f} {y:.2f}" for x, y in outer))
+            (folder / f"IM-0001-{number:04d}-icontour-manual.txt").write_text(
+                "\n".join(f"{x:.2f} {y:.2f}" for x, y in inner)
+            )
+            (folder / f"IM-0001-{number:04d}-ocontour-manual.txt").write_text(
+                "\n".join(f"{x:.2f} {y:.2f}" for x, y in outer)
+            )
             case = f"SC-HF-I-{p}_{number:04d}"
-            expected[case] = rect_mask(h, w, 6, 10, 31, 21) if task == "endo" else rect_mask(h, w, 4, 8, 33, 23)
+            expected[case] = (
+                rect_mask(h, w, 6, 10, 31, 21) if task == "endo" else rect_mask(h, w, 4, 8, 33, 23)
+            )
             patients[case] = p
     result = _prepare(f"sunnybrook_{task}", raw, tmp_path / "out")
     datalist = check_prepared(tmp_path / "out", expected)
@@ -173,7 +194,9 @@ def test_lungs_shenzhen_to_montgomery(tmp_path: Path) -> None:
     expected = {}
     for i in range(1, 12):
         stem = f"CHNCXR_{i:04d}_{i % 2}"
-        Image.fromarray(random_image(rng, 32, 30, 1)).save(raw / "ChinaSet_AllFiles" / "CXR_png" / f"{stem}.png")
+        Image.fromarray(random_image(rng, 32, 30, 1)).save(
+            raw / "ChinaSet_AllFiles" / "CXR_png" / f"{stem}.png"
+        )
         if i == 11:
             continue  # an image without a published mask: skipped, as in the paper
         mask = rect_mask(32, 30, 3, 2, 25 - i, 14)

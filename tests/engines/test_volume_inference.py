@@ -10,16 +10,15 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pydicom
 import pytest
 import torch
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import generate_uid
 from torch import nn
 
 from litenext_monai.engines import load_inference_network, segment_volume
 from litenext_monai.io import read_dicom_series
 from litenext_monai.networks import LiteNeXt
+from tests.dicom_helpers import write_dicom_slice
 
 ROOT = Path(__file__).resolve().parents[2]
 SHAPE = (40, 52, 7)
@@ -150,21 +149,17 @@ def _write_series(
 ) -> None:
     series = generate_uid()
     for name, (pixels, position) in enumerate(zip(slices, positions, strict=True)):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = MRImageStorage, generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = pydicom.Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
-        ds.SeriesInstanceUID, ds.Modality, ds.InstanceNumber = series, "MR", name + 1
-        ds.PatientID, ds.PatientName = "SECRET-ID-42", "Doe^Secretname"
-        ds.Rows, ds.Columns = pixels.shape
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-        ds.ImageOrientationPatient, ds.PixelSpacing = orientation, [0.7, 0.9]
-        ds.ImagePositionPatient = [float(v) for v in position]
-        ds.PixelData = pixels.tobytes()
-        ds.save_as(folder / f"im{name}.dcm", enforce_file_format=True)
+        write_dicom_slice(
+            folder / f"im{name}.dcm",
+            pixels,
+            series_uid=series,
+            instance=name + 1,
+            position=position,
+            orientation=orientation,
+            spacing=(0.7, 0.9),
+            patient_id="SECRET-ID-42",
+            patient_name="Doe^Secretname",
+        )
 
 
 def test_dicom_series_folder(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import generate_uid
 
 from litenext_monai.io import read_dicom, read_dicom_frames, read_dicom_series, read_image
+from tests.dicom_helpers import write_dicom_slice
 
 DATA = Path(pydicom.__file__).parent / "data" / "test_files"
 
@@ -53,12 +53,16 @@ def test_monochrome1_is_inverted() -> None:
     path = _sample(os.path.join("dicomdirtests", "77654033", "CR1", "6154"))
     ds = pydicom.dcmread(path)
     assert ds.PhotometricInterpretation == "MONOCHROME1"
-    stored = ds.pixel_array.astype(np.float64) * float(ds.get("RescaleSlope", 1)) + float(ds.get("RescaleIntercept", 0))
+    stored = ds.pixel_array.astype(np.float64) * float(ds.get("RescaleSlope", 1)) + float(
+        ds.get("RescaleIntercept", 0)
+    )
     array, meta = read_dicom(path)
     low, high = meta["value_range"]
     assert np.allclose(array, low + high - stored)
     # Brightest stored value becomes the darkest output value.
-    assert np.unravel_index(np.argmax(stored), stored.shape) == np.unravel_index(np.argmin(array), array.shape)
+    assert np.unravel_index(np.argmax(stored), stored.shape) == np.unravel_index(
+        np.argmin(array), array.shape
+    )
 
 
 def test_voi_window_matches_the_standard_formula() -> None:
@@ -87,18 +91,14 @@ def test_series_sorted_by_position_not_file_name(tmp_path: Path) -> None:
     slices = rng.integers(0, 1000, (5, 8, 10)).astype(np.uint16)
     positions = [12.0, -3.0, 40.0, 7.5, 0.0]  # written in this order, file names 0..4
     for name, (pixels, z) in enumerate(zip(slices, positions, strict=True)):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = MRImageStorage, generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = pydicom.Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID, ds.SeriesInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID, series
-        ds.PatientID, ds.Modality, ds.InstanceNumber = "SECRET-ID", "MR", 5 - name
-        ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 8, 10, 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-        ds.ImageOrientationPatient, ds.ImagePositionPatient, ds.PixelSpacing = [1, 0, 0, 0, 1, 0], [0, 0, z], [1, 1]
-        ds.PixelData = pixels.tobytes()
-        ds.save_as(tmp_path / f"{name}.dcm", enforce_file_format=True)
+        write_dicom_slice(
+            tmp_path / f"{name}.dcm",
+            pixels,
+            series_uid=series,
+            instance=5 - name,
+            position=(0, 0, z),
+            patient_id="SECRET-ID",
+        )
     (tmp_path / "README.txt").write_text("not dicom")
     volume, meta = read_dicom_series(tmp_path)
     order = np.argsort(positions)
