@@ -6,7 +6,6 @@ choice of inference inputs out of the JSON, where they would be unreadable one-l
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import os
@@ -18,7 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from litenext_monai.data.splits import split_hash
-from litenext_monai.io import SUPPORTED_2D_SUFFIXES, atomic_write, read_image
+from litenext_monai.engines.distributed import broadcast_object, is_main_process
+from litenext_monai.engines.failures import BatchFailedError, FailureReport
+from litenext_monai.engines.inference_inputs import list_inference_items
+from litenext_monai.io import SUPPORTED_2D_SUFFIXES, atomic_write
 
 __all__ = ["make_run_name", "datalist_split_hash", "package_versions", "inference_items"]
 
@@ -37,17 +39,22 @@ def make_run_name(prefix: str, state_file: str | os.PathLike | None = None, resu
         state_file: text file remembering the name for a later resume (written atomically).
         resume: reuse the name stored in ``state_file`` when it exists.
 
+    Under ``torchrun`` (an initialised process group) rank 0 chooses the name and writes
+    ``state_file``, and every rank receives the same name.
+
     Returns:
         ``f"{prefix}_{YYYYmmdd_HHMMSS}_{6 hex digits}"``, or the stored name.
     """
-    if resume and state_file is not None and Path(state_file).is_file():
-        stored = Path(state_file).read_text(encoding="utf-8").strip()
-        if stored:
-            return stored
-    name = f"{prefix}_{time.strftime('%Y%m%d_%H%M%S')}_{secrets.token_hex(3)}"
-    if state_file is not None:
-        atomic_write(state_file, lambda tmp: tmp.write_text(name + "\n", encoding="utf-8"))
-    return name
+    name = None
+    if is_main_process():
+        if resume and state_file is not None and Path(state_file).is_file():
+            name = Path(state_file).read_text(encoding="utf-8").strip() or None
+        if name is None:
+            name = f"{prefix}_{time.strftime('%Y%m%d_%H%M%S')}_{secrets.token_hex(3)}"
+            if state_file is not None:
+                atomic_write(state_file, lambda tmp: tmp.write_text(name + "\n", encoding="utf-8"))
+    # Under torchrun rank 0 alone draws (and stores) the name; every rank logs under it.
+    return broadcast_object(name)
 
 
 def datalist_split_hash(datalist: str | os.PathLike) -> str:
@@ -77,61 +84,54 @@ def package_versions(names: Iterable[str]) -> dict[str, str]:
     return versions
 
 
-def _is_supported(path: str) -> bool:
-    lower = path.lower()
-    return os.path.isfile(path) and any(lower.endswith(s) for s in SUPPORTED_2D_SUFFIXES)
-
-
 def inference_items(
     source: str | os.PathLike | Sequence[str],
     split: str = "test",
     base_dir: str | os.PathLike | None = None,
     check_readable: bool = True,
+    *,
+    output_format: str = "auto",
+    failures: FailureReport | None = None,
+    exclude: Sequence[str | os.PathLike] = (),
 ) -> list[dict[str, Any]]:
-    """List the images to segment as ``[{"image": path}, ...]``.
+    """List the images to segment as dataset items (see :func:`~litenext_monai.engines.inference_inputs.list_inference_items`).
+
+    Every input that cannot be segmented (unknown suffix, unreadable, NaN/Inf pixels, ...) is
+    logged and recorded in ``failures``; one bad file never stops the batch.
 
     Args:
-        source: a MONAI datalist (``.json``; ``split`` is read and relative paths are joined to
-            ``base_dir``, default the datalist's folder), a folder (every supported 2D file in it,
-            sorted), a glob pattern, or a list of file paths.
+        source: a datalist (``.json``), a folder (searched at any depth), a glob, or a list of files.
         split: datalist split to read.
         base_dir: folder that relative datalist paths are relative to.
-        check_readable: read every file once first; unreadable ones (corrupt, truncated, an
-            unsupported DICOM transfer syntax, …) are logged with their problem and skipped, so
-            one bad file never stops the batch.
+        check_readable: read every file once first, so unreadable ones are failures, not crashes.
+        output_format: ``auto``, ``png``, ``nifti`` or ``dicom-seg``.
+        failures: the batch's failure report.
+        exclude: folders not to search.
 
     Raises:
-        ValueError: nothing to segment, or the datalist has no such split.
+        ValueError: nothing to segment at all, or the datalist has no such split.
+        BatchFailedError: there were inputs but none could be segmented (``failures.csv`` is
+            written first).
     """
-    if not isinstance(source, (str, os.PathLike)):
-        paths = [str(p) for p in source]
-    elif str(source).lower().endswith(".json"):
-        data = json.loads(Path(source).read_text(encoding="utf-8"))
-        if split not in data:
-            raise ValueError(f"{source}: the datalist has no split {split!r}; it has {sorted(data)}")
-        root = Path(base_dir) if base_dir is not None else Path(source).parent
-        paths = [str(root / item["image"]) for item in data[split]]
-    elif os.path.isdir(source):
-        paths = sorted(str(p) for p in Path(source).iterdir() if _is_supported(str(p)))
-    else:
-        paths = sorted(p for p in glob.glob(str(source)) if _is_supported(p))
-    if not paths:
-        raise ValueError(f"{source}: no supported images ({', '.join(SUPPORTED_2D_SUFFIXES)}) to segment")
-    if check_readable:
-        paths = _readable(paths)
-        if not paths:
-            raise ValueError(f"{source}: none of the images could be read (see the errors logged above)")
-    return [{"image": p} for p in paths]
-
-
-def _readable(paths: list[str]) -> list[str]:
-    """Keep the files the image reader accepts; log every other one with its problem."""
-    good = []
-    for path in paths:
-        try:
-            read_image(path)
-        except Exception as err:  # any unreadable input is skipped, never fatal for the batch
-            logger.error("skipping %s: %s", path, err)
-            continue
-        good.append(path)
-    return good
+    report = failures if failures is not None else FailureReport(".")
+    items = list_inference_items(
+        source,
+        split,
+        base_dir,
+        output_format=output_format,
+        failures=report,
+        check_readable=check_readable,
+        exclude=exclude,
+    )
+    if items:
+        return items
+    if not report.total:
+        raise ValueError(f"{source}: no images ({', '.join(SUPPORTED_2D_SUFFIXES)} or DICOM) to segment")
+    if failures is not None:
+        failures.write()
+    raise BatchFailedError(
+        f"{source}: none of the {report.total} inputs could be segmented"
+        + (f"; see {failures.path}" if failures is not None else "")
+        + ". "
+        + "; ".join(f"{Path(p).name}: {r}" for p, r in report.failures[:3])
+    )

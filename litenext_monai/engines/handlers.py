@@ -27,6 +27,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from monai.utils import min_version, optional_import
 
+from litenext_monai.engines.checkpoint import (
+    check_network_config,
+    inference_settings_path,
+    write_inference_settings,
+)
+from litenext_monai.engines.distributed import is_main_process
 from litenext_monai.io import atomic_write, write_image_png
 from litenext_monai.io.mask_writer import overlay_rgb
 
@@ -124,7 +130,9 @@ class LastCheckpointHandler:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.save)
 
     def save(self, engine: Engine) -> None:
-        """Write the checkpoint of the epoch that just finished."""
+        """Write the checkpoint of the epoch that just finished (rank 0 only under torchrun)."""
+        if not is_main_process():
+            return
         state = {name: obj.state_dict() for name, obj in self.save_dict.items()}
         state[self.engine_key] = engine.state_dict()
         _save_torch_atomic(state, self.save_path)
@@ -166,10 +174,21 @@ class BestModelSaver:
         network: the network whose ``state_dict`` is saved (a DDP wrapper is unwrapped).
         metric_name: key of the validator's ``state.metrics`` to maximise (or minimise).
         mode: ``"max"`` or ``"min"``.
+        settings: what inference needs to rebuild and use the network (``network_def``,
+            ``in_channels``, ``image_size``, ``modality``, ``threshold``, ``segment``, see
+            :mod:`litenext_monai.engines.checkpoint`); when given, it is written as ``model.json``
+            beside ``save_path`` with every save, after checking once that ``network_def``
+            rebuilds ``network`` exactly (if it does not, the error is logged and no ``model.json``
+            is written, so inference falls back to the bundle config instead of a wrong network).
     """
 
     def __init__(
-        self, save_path: str | os.PathLike, network: torch.nn.Module, metric_name: str, mode: str = "max"
+        self,
+        save_path: str | os.PathLike,
+        network: torch.nn.Module,
+        metric_name: str,
+        mode: str = "max",
+        settings: Mapping[str, Any] | None = None,
     ) -> None:
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}.")
@@ -179,9 +198,26 @@ class BestModelSaver:
         self.mode = mode
         self.best_metric = -math.inf if mode == "max" else math.inf
         self.best_epoch = -1
+        self.settings = dict(settings) if settings is not None else None
+        self._settings_checked = False
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def _write_settings(self, network: torch.nn.Module) -> None:
+        if not self._settings_checked:
+            try:
+                check_network_config(
+                    self.settings["network_def"], network, self.settings["image_size"], self.settings["in_channels"]
+                )
+            except ValueError as err:
+                # A wrong model.json is worse than none: inference then falls back to the bundle config.
+                logger.error("%s is not written: %s", inference_settings_path(self.save_path).name, err)
+                inference_settings_path(self.save_path).unlink(missing_ok=True)
+                self.settings = None
+                return
+            self._settings_checked = True
+        write_inference_settings(self.save_path, self.settings)
 
     def __call__(self, engine: Engine) -> None:
         if self.metric_name not in engine.state.metrics:
@@ -193,7 +229,10 @@ class BestModelSaver:
         if better and not math.isnan(value):
             self.best_metric, self.best_epoch = value, int(engine.state.epoch)
             network = getattr(self.network, "module", self.network)
-            _save_torch_atomic(network.state_dict(), self.save_path)
+            if is_main_process():
+                if self.settings is not None:
+                    self._write_settings(network)
+                _save_torch_atomic(network.state_dict(), self.save_path)
         if self.best_epoch >= 0:
             engine.state.metrics[f"best_{self.metric_name}"] = self.best_metric
 
@@ -257,7 +296,9 @@ class LearningCurvePlotter:
         self.write()
 
     def write(self) -> None:
-        """Rewrite the PNG and CSV from :attr:`history`."""
+        """Rewrite the PNG and CSV from :attr:`history` (rank 0 only under torchrun)."""
+        if not is_main_process():
+            return
         import matplotlib
 
         matplotlib.use("Agg")
@@ -337,6 +378,8 @@ class OverlaySaver:
         self._written = 0
 
     def __call__(self, engine: Engine) -> None:
+        if not is_main_process():  # under torchrun rank 0 draws its own shard's first images
+            return
         output = engine.state.output
         items = output if isinstance(output, Sequence) else [output]
         for item in items:

@@ -44,6 +44,8 @@ from monai.metrics import (
 )
 from monai.utils import convert_to_tensor, min_version, optional_import
 
+from litenext_monai.engines.distributed import gather_objects, is_main_process
+
 if TYPE_CHECKING:
     from ignite.engine import Engine, Events
 else:
@@ -231,11 +233,15 @@ class PerImageMetricsSaver:
             self.records.append(record)
 
     def _finalize(self, engine: Engine) -> None:
+        # Under torchrun each rank scored its shard: every rank gets all rows, rank 0 writes them.
+        self.records = [record for shard in gather_objects(self.records) for record in shard]
         if not self.records:
             return
         count = len(self.records)
         for name in METRIC_NAMES:
             engine.state.metrics[f"per_image_mean_{name}"] = sum(r[name] for r in self.records) / count
+        if not is_main_process():
+            return
         self.output_dir.mkdir(parents=True, exist_ok=True)
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")

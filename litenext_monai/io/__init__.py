@@ -7,7 +7,7 @@ aligned. Normalisation to ``[0, 1]`` per modality lives in :mod:`.normalize`.
 
 from __future__ import annotations
 
-from .atomic import atomic_write
+from .atomic import TEMP_PREFIX, atomic_write, remove_stale_temporaries
 from .dicom import (
     DICOM_SUFFIXES,
     dicom_affine,
@@ -18,7 +18,15 @@ from .dicom import (
     read_dicom_series,
 )
 from .image2d import IMAGE_2D_SUFFIXES, is_image_2d, read_image_2d, write_image_png, write_mask_png
-from .mask_writer import SaveMask2Dd, mask_output_path, overlay_rgb, write_mask_like
+from .mask_writer import (
+    OUTPUT_FORMATS,
+    OUTPUT_SUFFIXES,
+    SaveMask2Dd,
+    mask_output_path,
+    output_format_for,
+    overlay_rgb,
+    write_mask_like,
+)
 from .nifti import (
     NIFTI_SUFFIXES,
     VolumeSlice,
@@ -75,4 +83,9 @@ __all__ = [
     "write_nifti",
     "mask_output_path",
     "overlay_rgb",
+    "TEMP_PREFIX",
+    "remove_stale_temporaries",
+    "OUTPUT_FORMATS",
+    "OUTPUT_SUFFIXES",
+    "output_format_for",
 ]

@@ -7,7 +7,13 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["atomic_write"]
+__all__ = ["TEMP_PREFIX", "atomic_write", "remove_stale_temporaries"]
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+#: Start of every temporary file name :func:`atomic_write` uses (hidden, and recognisably ours).
+TEMP_PREFIX = ".litenext-tmp."
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
@@ -26,13 +32,35 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     # The temporary name must end like the destination (".nii.gz", ".png") because
     # nibabel and PIL pick the format from the suffix.
     suffix = "".join(path.suffixes) or ".tmp"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.stem}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
+        # mkstemp creates the file private (0600); give the output the permissions of any new file.
+        tmp_path.chmod(0o666 & ~_UMASK)
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
     return path
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> int:
+    """Delete the temporaries that an interrupted :func:`atomic_write` left in ``folder``.
+
+    Only files named like ours (:data:`TEMP_PREFIX`) directly in ``folder`` are removed, so call
+    this when no other writer is using the folder (e.g. when a batch starts).
+
+    Returns:
+        The number of files removed.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    removed = 0
+    for stale in folder.glob(f"{TEMP_PREFIX}*"):
+        if stale.is_file():
+            stale.unlink(missing_ok=True)
+            removed += 1
+    return removed

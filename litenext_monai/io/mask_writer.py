@@ -1,9 +1,18 @@
 """Write predicted masks with the geometry of their input images, plus optional overlays.
 
-One mask per input: an 8-bit PNG (0/255) for raster and DICOM inputs, a NIfTI (0/1, uint8)
-with the input's affine and header for NIfTI inputs. The mask must already have the input's
-``H×W`` (invert any resizing first, e.g. with ``monai.transforms.Invertd``); a mismatch is an
-error rather than a silent resample. Every file is written atomically.
+Output formats (``output_format``):
+
+* ``png``: an 8-bit PNG (0/255);
+* ``nifti``: a NIfTI (0/1, uint8) with the input's affine (and header, for NIfTI inputs; the
+  DICOM affine for DICOM inputs, identity for raster inputs);
+* ``dicom-seg``: a BINARY DICOM SEG (:mod:`litenext_monai.io.dicom_seg`); the slices of a DICOM
+  series are collected and written as one multi-frame SEG when the last one arrives;
+* ``auto``: ``dicom-seg`` for DICOM inputs, ``nifti`` for NIfTI inputs, ``png`` otherwise.
+
+The mask must already have the input's ``H×W`` (invert any resizing first, e.g. with
+``monai.transforms.Invertd``); a mismatch is an error rather than a silent resample. Every file
+is written atomically, and temporaries left by an interrupted run are removed when a writer
+starts on the folder.
 """
 
 from __future__ import annotations
@@ -19,12 +28,27 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
-from .image2d import write_image_png, write_mask_png
+from .atomic import remove_stale_temporaries
+from .dicom import is_dicom
+from .image2d import is_image_2d, write_image_png, write_mask_png
 from .nifti import is_nifti, write_nifti
 from .normalize import normalize_intensity, to_channels
 from .reader import read_image
 
-__all__ = ["overlay_rgb", "mask_output_path", "write_mask_like", "SaveMask2Dd"]
+__all__ = [
+    "OUTPUT_FORMATS",
+    "OUTPUT_SUFFIXES",
+    "SaveMask2Dd",
+    "mask_output_path",
+    "output_format_for",
+    "overlay_rgb",
+    "write_mask_like",
+]
+
+#: ``output_format`` values: ``auto`` picks SEG for DICOM, NIfTI for NIfTI, PNG otherwise.
+OUTPUT_FORMATS = ("auto", "png", "nifti", "dicom-seg")
+#: What each concrete format appends to the input's stem.
+OUTPUT_SUFFIXES = {"png": "_mask.png", "nifti": "_mask.nii.gz", "dicom-seg": "_seg.dcm"}
 
 logger = logging.getLogger(__name__)
 
@@ -67,12 +91,35 @@ def _stem(path: str | os.PathLike) -> str:
     return Path(name).stem
 
 
+def output_format_for(reference: str | os.PathLike, requested: str = "auto") -> str:
+    """The concrete output format (``png``, ``nifti`` or ``dicom-seg``) of one input.
+
+    Raises:
+        ValueError: ``requested`` is not one of :data:`OUTPUT_FORMATS`.
+    """
+    if requested not in OUTPUT_FORMATS:
+        raise ValueError(f"unknown output_format {requested!r}; expected one of {OUTPUT_FORMATS}")
+    if requested != "auto":
+        return requested
+    if is_nifti(reference):
+        return "nifti"
+    if not is_image_2d(reference) and is_dicom(reference):
+        return "dicom-seg"
+    return "png"
+
+
 def mask_output_path(
-    reference: str | os.PathLike, output_dir: str | os.PathLike, postfix: str = "_mask"
+    reference: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    postfix: str = "_mask",
+    output_format: str | None = None,
 ) -> Path:
-    """``output_dir/<input stem><postfix>`` with ``.nii.gz`` for NIfTI inputs and ``.png`` otherwise."""
-    suffix = ".nii.gz" if is_nifti(reference) else ".png"
-    return Path(output_dir) / f"{_stem(reference)}{postfix}{suffix}"
+    """``output_dir/<input stem><postfix>`` with ``.nii.gz`` for NIfTI and ``.png`` for PNG output.
+
+    ``output_format`` defaults to the input's own (NIfTI for NIfTI inputs, PNG otherwise).
+    """
+    nifti = is_nifti(reference) if output_format is None else output_format == "nifti"
+    return Path(output_dir) / f"{_stem(reference)}{postfix}{'.nii.gz' if nifti else '.png'}"
 
 
 def write_mask_like(
@@ -82,6 +129,8 @@ def write_mask_like(
     postfix: str = "_mask",
     overlay_dir: str | os.PathLike | None = None,
     modality: str = "rgb",
+    output_format: str | None = None,
+    output_path: str | os.PathLike | None = None,
 ) -> Path:
     """Write a binary ``H×W`` mask for the input file ``reference``, matching its size and geometry.
 
@@ -92,6 +141,8 @@ def write_mask_like(
         postfix: appended to the input's stem.
         overlay_dir: if given, also write ``<stem>_overlay.png`` (input with the mask in red) there.
         modality: intensity normalisation used to display the input in the overlay.
+        output_format: ``"png"`` or ``"nifti"``; default: NIfTI for NIfTI inputs, PNG otherwise.
+        output_path: the mask file; default :func:`mask_output_path`.
 
     Returns:
         The mask path.
@@ -108,35 +159,56 @@ def write_mask_like(
         raise ValueError(
             f"{reference}: mask shape {tuple(binary.shape)} differs from the image's {tuple(meta['spatial_shape'])}"
         )
-    target = mask_output_path(reference, output_dir, postfix)
-    if is_nifti(reference):
+    fmt = output_format or ("nifti" if is_nifti(reference) else "png")
+    if fmt not in ("png", "nifti"):
+        raise ValueError(f"write_mask_like writes png or nifti, not {fmt!r}")
+    target = (
+        Path(output_path)
+        if output_path is not None
+        else mask_output_path(reference, output_dir, postfix, fmt)
+    )
+    if fmt == "nifti" and is_nifti(reference):
         header = nib.load(str(reference)).header.copy()
         header.set_data_dtype(np.uint8)
         header["scl_slope"], header["scl_inter"] = 1.0, 0.0
         write_nifti(binary, meta["affine"], target, header=header)
+    elif fmt == "nifti":
+        write_nifti(binary, meta.get("affine"), target)
     else:
         write_mask_png(binary, target)
     if overlay_dir is not None:
         shown = normalize_intensity(image, modality, value_range=meta.get("value_range"))
         shown = np.moveaxis(to_channels(shown, None), -1, 0)
-        write_image_png(overlay_rgb(shown, binary), Path(overlay_dir) / f"{_stem(reference)}_overlay.png")
+        overlay_name = target.name.replace(".nii.gz", ".png").replace("_mask.", "_overlay.")
+        if not overlay_name.endswith("_overlay.png"):
+            overlay_name = f"{_stem(reference)}_overlay.png"
+        write_image_png(overlay_rgb(shown, binary), Path(overlay_dir) / overlay_name)
     return target
 
 
 class SaveMask2Dd(MapTransform):
-    """Post-processing transform: write each sample's binary ``pred`` next to its input's geometry.
+    """Post-processing transform: write each sample's binary ``pred`` with its input's geometry.
 
     The input file is taken from the ``filename_or_obj`` meta data of ``keys`` (or of
-    ``image_key``). A sample that fails to write is logged with its file name and skipped, so
-    one bad file never stops a batch. The written path is stored under ``f"{key}_path"``.
+    ``image_key``). Items listed by :func:`~litenext_monai.engines.inference_items` also carry
+    ``output_name`` (a collision-free file name), ``output_format`` and, for the slices of a DICOM
+    series, ``series``/``series_index``/``series_size``: the slices are collected and written as
+    one DICOM SEG once the last one has arrived. A sample that fails to write is recorded in
+    ``failures`` (or logged) with its file name and skipped, so one bad file never stops a batch.
+    The written path is stored under ``f"{key}_path"``.
 
     Args:
         keys: binarised mask keys (``1×H×W`` at the input's size).
-        output_dir: folder of the masks.
-        postfix: appended to the input's stem.
+        output_dir: folder of the masks; stale temporaries of an interrupted run are removed from it.
+        postfix: appended to the input's stem when the item has no ``output_name``.
         overlay_dir: folder of overlay PNGs, or None for none.
         image_key: key whose meta data names the input file when the mask's does not.
         modality: intensity normalisation for the overlay display.
+        output_format: used for items without ``output_format``: one of :data:`OUTPUT_FORMATS`.
+        failures: a :class:`~litenext_monai.engines.FailureReport` (anything with ``add(input,
+            reason)`` and ``add_finalizer(callable)``); unfinished series are reported through it.
+        seg_metadata: keyword arguments of :func:`~litenext_monai.io.dicom_seg.write_dicom_seg`
+            (``segment``, ``algorithm_name``, ``algorithm_version``, ``checkpoint_sha256``).
         allow_missing_keys: do not raise when a key is missing.
     """
 
@@ -148,14 +220,29 @@ class SaveMask2Dd(MapTransform):
         overlay_dir: str | os.PathLike | None = None,
         image_key: str = "image",
         modality: str = "rgb",
+        output_format: str = "auto",
+        failures: object | None = None,
+        seg_metadata: Mapping[str, object] | None = None,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
+        if output_format not in OUTPUT_FORMATS:
+            raise ValueError(f"unknown output_format {output_format!r}; expected one of {OUTPUT_FORMATS}")
         self.output_dir = output_dir
         self.postfix = postfix
         self.overlay_dir = overlay_dir
         self.image_key = image_key
         self.modality = modality
+        self.output_format = output_format
+        self.failures = failures
+        self.seg_metadata = dict(seg_metadata or {})
+        self._series: dict[str, dict[int, tuple[str, np.ndarray]]] = {}
+        self._series_info: dict[str, tuple[int, str]] = {}
+        for folder in (output_dir, overlay_dir):
+            if folder is not None and remove_stale_temporaries(folder):
+                logger.info("removed temporary files an interrupted run left in %s", folder)
+        if failures is not None:
+            failures.add_finalizer(self.flush)
 
     def _source(self, d: Mapping[Hashable, object], key: Hashable) -> str | None:
         for k in (key, self.image_key):
@@ -163,6 +250,51 @@ class SaveMask2Dd(MapTransform):
             if isinstance(meta, Mapping) and meta.get("filename_or_obj"):
                 return str(meta["filename_or_obj"])
         return None
+
+    def _fail(self, sources: list[str], reason: str) -> None:
+        for source in sources:
+            if self.failures is not None:
+                self.failures.add(source, reason)
+            else:
+                logger.error("no output for %s: %s", Path(source).name, reason)
+
+    def _add_slice(
+        self, d: Mapping[Hashable, object], source: str, mask: np.ndarray, name: str
+    ) -> str | None:
+        """Keep one slice of a SEG; write the SEG when its series is complete and return its path."""
+        series = str(d.get("series") or "") or f"file:{source}"
+        index = int(torch.as_tensor(d.get("series_index", 0)))
+        size = int(torch.as_tensor(d.get("series_size", 1)))
+        slices = self._series.setdefault(series, {})
+        slices[index] = (source, mask[0] if mask.ndim == 3 else mask)
+        self._series_info[series] = (size, name)
+        if len(slices) < size:
+            return None
+        from .dicom_seg import write_dicom_seg  # highdicom is imported only when a SEG is written
+
+        ordered = [slices[k] for k in sorted(slices)]
+        del self._series[series], self._series_info[series]
+        try:
+            path = write_dicom_seg(
+                [s for s, _ in ordered],
+                [m for _, m in ordered],
+                Path(self.output_dir) / name,
+                **self.seg_metadata,
+            )
+        except (OSError, ValueError) as err:
+            self._fail([s for s, _ in ordered], f"could not write the DICOM SEG: {err}")
+            return None
+        return str(path)
+
+    def flush(self) -> None:
+        """Report the series whose slices did not all arrive (their SEG cannot be written)."""
+        for series, slices in list(self._series.items()):
+            size, _ = self._series_info.pop(series)
+            self._fail(
+                [s for s, _ in slices.values()],
+                f"DICOM series incomplete: {len(slices)} of {size} slices were segmented, no SEG written",
+            )
+        self._series.clear()
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)
@@ -174,11 +306,28 @@ class SaveMask2Dd(MapTransform):
                 )
             mask = torch.as_tensor(d[key]).detach().cpu().numpy()
             try:
-                d[f"{key}_path"] = str(
-                    write_mask_like(
-                        mask, source, self.output_dir, self.postfix, self.overlay_dir, self.modality
+                fmt = str(d.get("output_format") or output_format_for(source, self.output_format))
+                name = d.get("output_name")
+                if fmt == "dicom-seg":
+                    name = str(name) if name else f"{_stem(source)}{OUTPUT_SUFFIXES['dicom-seg']}"
+                    written = self._add_slice(d, source, mask, name)
+                else:
+                    target = Path(self.output_dir) / str(name) if name else None
+                    written = str(
+                        write_mask_like(
+                            mask,
+                            source,
+                            self.output_dir,
+                            self.postfix,
+                            self.overlay_dir,
+                            self.modality,
+                            output_format=fmt,
+                            output_path=target,
+                        )
                     )
-                )
             except (OSError, ValueError) as err:
-                logger.error("could not write the mask of %s: %s", Path(source).name, err)
+                self._fail([source], f"could not write the mask: {err}")
+                continue
+            if written is not None:
+                d[f"{key}_path"] = written
         return d

@@ -10,13 +10,17 @@ from litenext_monai.networks.blocks import (
     ProjectUp,
     ResidualBlock,
 )
+from litenext_monai.networks.cmunext import CMUNeXtXXS
 from litenext_monai.networks.litenext import GenerateContext, LiteNeXt, LiteNeXtEncoder
+from litenext_monai.networks.lvunet import LVUNet
+from litenext_monai.networks.mininet import MiniNet
 from litenext_monai.networks.serp import (
     DEFAULT_EMA_MOMENTUM,
     DEFAULT_PROJECTOR_HIDDEN,
     EMATargetEncoder,
     ProjectorS,
     ProjectorT,
+    SeRPNetwork,
 )
 from litenext_monai.networks.utils import count_macs, count_parameters, reparameterize
 
@@ -35,7 +39,11 @@ __all__ = [
     "EMATargetEncoder",
     "ProjectorS",
     "ProjectorT",
+    "SeRPNetwork",
     "count_macs",
     "count_parameters",
     "reparameterize",
+    "CMUNeXtXXS",
+    "LVUNet",
+    "MiniNet",
 ]

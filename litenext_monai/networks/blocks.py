@@ -9,7 +9,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ChannelLayerNorm", "ConvNormAct", "LGEMixer", "DownStage", "ResidualBlock", "ProjectUp"]
+__all__ = [
+    "ChannelLayerNorm",
+    "ConvNormAct",
+    "LGEMixer",
+    "DownStage",
+    "ResidualBlock",
+    "ProjectUp",
+    "apply_per_pixel",
+]
+
+
+def apply_per_pixel(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """Linear map of every pixel's channel vector: ``B, C, h, w`` → ``B, N, h, w`` (a 1×1 convolution).
+
+    ``matrix`` is ``C, N`` (shared) or ``B, C, N`` (one per image, e.g. weighted by per-image
+    attention). A channels-last input is read without a copy and the result is channels-last.
+    """
+    b, c, h, w = x.shape
+    out = torch.matmul(x.permute(0, 2, 3, 1).reshape(b, h * w, c), matrix)
+    return out.view(b, h, w, out.shape[-1]).permute(0, 3, 1, 2)
 
 
 class ChannelLayerNorm(nn.LayerNorm):
@@ -78,8 +97,12 @@ class LGEMixer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1 = self.local_mixer(x)
-        x2 = self.far_mixer(x1) + x1
-        return self.channel_mixer(x2 + x)
+        # In-place adds on a fresh GELU output (autograd keeps GELU's input, not its output):
+        # two fewer full-size allocations per block.
+        x2 = self.far_mixer(x1)
+        x2 += x1
+        x2 += x
+        return self.channel_mixer(x2)
 
 
 class DownStage(nn.Sequential):
@@ -98,7 +121,9 @@ class ResidualBlock(nn.Module):
         self.conv2 = ConvNormAct(channels, channels, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv2(self.conv1(x)) + x
+        h = self.conv2(self.conv1(x))
+        h += x
+        return h
 
 
 class ProjectUp(nn.Module):
@@ -115,7 +140,25 @@ class ProjectUp(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, scale: int) -> None:
         super().__init__()
         self.project = ConvNormAct(in_channels, out_channels, 1)
+        self.out_channels = int(out_channels)
         self.scale = int(scale)
+
+    def project_linear(self, x: torch.Tensor, matrix: torch.Tensor, max_tile_elements: int = 0) -> torch.Tensor:
+        """``apply_per_pixel(self.project(x), matrix)``: the projection then a per-pixel linear map, no upsampling.
+
+        Every step acts on each pixel alone, so the rows may be processed in tiles whose
+        projection holds at most ``max_tile_elements`` elements (0: no tiling). Tiling changes
+        only the size of the temporaries: a D-channel map at H/2 is 8 MiB for a 256² image, which
+        glibc hands back to the OS after each pass and page-faults in again on the next.
+        """
+        b, _, h, w = x.shape
+        rows = h
+        if max_tile_elements > 0:
+            rows = max(1, max_tile_elements // max(1, b * self.out_channels * w))
+        if rows >= h:
+            return apply_per_pixel(self.project(x), matrix)
+        parts = [apply_per_pixel(self.project(x[:, :, i : i + rows]), matrix) for i in range(0, h, rows)]
+        return torch.cat(parts, dim=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.project(x)

@@ -18,6 +18,9 @@ __all__ = ["LiteNeXtEncoder", "GenerateContext", "LiteNeXt"]
 
 #: Input height and width must be multiples of this (the stem and three 2×2 poolings).
 SIZE_DIVISOR = 16
+#: Row tiles of the deploy form's GCF value projections hold at most this many elements (1 MiB
+#: in float32), instead of 8-MiB D-channel maps at H/2 for a 256² image (see ProjectUp.project_linear).
+TILE_ELEMENTS = 2**18
 
 
 def global_pool(x: torch.Tensor) -> torch.Tensor:
@@ -50,7 +53,9 @@ class LiteNeXtEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         features: list[torch.Tensor] = []
-        x = self.stem(x)
+        # Channels-last (NHWC memory) throughout: every channel LayerNorm then normalises
+        # contiguous pixel vectors without a transposing copy (see ChannelLayerNorm).
+        x = self.stem(x.contiguous(memory_format=torch.channels_last))
         for stage in self.stages:
             x = stage(x)
             features.append(x)
@@ -91,19 +96,63 @@ class GenerateContext(nn.Module):
         self.query = _ScaleKey(context_channels, context_channels)
         self.score = nn.Linear(2 * context_channels, context_channels)
 
-    def forward(self, features: list[torch.Tensor], decoded: torch.Tensor) -> torch.Tensor:
+    def scale_weights(self, features: list[torch.Tensor], decoded: torch.Tensor) -> torch.Tensor:
+        """Per-image, per-channel weights ``α`` of the scales, shaped ``B, scales, D`` (softmax over scales)."""
         query = self.query(global_pool(decoded)).flatten(1)
         scores = []
         for i, key_mlp in enumerate(self.keys):
             key = key_mlp(global_pool(features[i])).flatten(1)
-            scores.append(self.score(torch.cat([key, query], dim=1)))
-        weights = torch.softmax(torch.stack(scores, dim=1), dim=1)  # B, scales, D
+            if self.score is None:
+                # Deploy form: the key MLP's last layer already includes the score layer (see fold_scores).
+                scores.append(key + query)
+            else:
+                scores.append(self.score(torch.cat([key, query], dim=1)))
+        return torch.softmax(torch.stack(scores, dim=1), dim=1)
+
+    @torch.no_grad()
+    def fold_scores(self) -> None:
+        """Fold the shared score layer into the last 1×1 convolution of every key and of the query.
+
+        ``a_i = W_s[k_i; q] + b_s = (W_k W2_i) h_i + W_k b2_i + (W_q W2_q) h_q + W_q b2_q + b_s`` with
+        ``W_s = [W_k, W_q]``: exact linear algebra; afterwards ``a_i = key_i + query`` and
+        :attr:`score` is ``None``. Used by the deploy form only.
+        """
+        if self.score is None:
+            return
+        d = self.score.out_features
+        w_key, w_query = self.score.weight[:, :d], self.score.weight[:, d:]
+        for mlp, w_s, b_s in [(m, w_key, None) for m in self.keys] + [(self.query, w_query, self.score.bias)]:
+            last = mlp[2]
+            weight = w_s @ last.weight.flatten(1)
+            bias = w_s @ last.bias + (b_s if b_s is not None else 0.0)
+            folded = nn.Conv2d(last.in_channels, d, 1).to(last.weight)
+            folded.weight.copy_(weight.view(d, -1, 1, 1))
+            folded.bias.copy_(bias)
+            mlp[2] = folded
+        self.score = None
+
+    def forward(self, features: list[torch.Tensor], decoded: torch.Tensor) -> torch.Tensor:
+        """The paper's order: ``concat(Σ_i α_i ⊙ V_i, V_d)``, ``2D`` channels at the resolution of ``e1``."""
+        weights = self.scale_weights(features, decoded)
         # Accumulate scale by scale: a stacked 4×D×H/2×W/2 tensor would dominate peak memory.
         context = weights[:, 0, :, None, None] * self.values[0](features[0])
         for i, value_proj in enumerate(self.values):
             if i > 0:
                 context = context + weights[:, i, :, None, None] * value_proj(features[i])
         return torch.cat([context, self.decoder_value(decoded)], dim=1)
+
+
+def _accumulate(terms: dict[int, torch.Tensor], scale: int, term: torch.Tensor) -> torch.Tensor:
+    """``terms[scale] + term`` (in place) or ``term`` when the scale has no term yet."""
+    if scale in terms:
+        return terms[scale].add_(term)
+    return term
+
+
+def _upsample(x: torch.Tensor, scale: int) -> torch.Tensor:
+    if scale == 1:
+        return x
+    return F.interpolate(x, scale_factor=float(scale), mode="bilinear", align_corners=False)
 
 
 class LiteNeXt(nn.Module):
@@ -116,6 +165,13 @@ class LiteNeXt(nn.Module):
         base_channels: stage-1 width ``C`` (16 in the paper); the context width is ``8C``.
         kernel_size: depth-wise kernel of the LGEMixer FarMixer (7 in the paper; the authors'
             released class defaults to 3, which gives 701,601 parameters).
+        fused_decoder: compute GCF + head in the exact re-ordered form (default): the head's
+            1×1 projection, weighted per image by the GCF weights ``α``, is applied to each
+            scale's value at that scale's own resolution, and the 16-channel results are
+            upsampled and summed; the final 1×1 classifier runs before the last ×2 upsampling.
+            Same parameters and, up to float rounding, the same function and gradients as the
+            paper's order (``False``), whose Conv/Linear MACs are the paper's 0.412 G; the fused
+            order never builds the 128-channel upsampled values or the 256-channel concatenation.
 
     Returns (forward):
         logits ``B, out_channels, H, W``; no activation is applied.
@@ -138,6 +194,7 @@ class LiteNeXt(nn.Module):
         out_channels: int = 1,
         base_channels: int = 16,
         kernel_size: int = 7,
+        fused_decoder: bool = True,
     ) -> None:
         super().__init__()
         if spatial_dims != 2:
@@ -156,6 +213,8 @@ class LiteNeXt(nn.Module):
         self.context = GenerateContext(widths, context)
         self.head_project = ProjectUp(2 * context, base_channels, 2)
         self.head = nn.Conv2d(base_channels, out_channels, 1)
+        self.fused_decoder = bool(fused_decoder)
+        self.deployed = False
 
     @property
     def feature_channels(self) -> int:
@@ -190,8 +249,62 @@ class LiteNeXt(nn.Module):
     def forward_head(self, features: list[torch.Tensor]) -> torch.Tensor:
         """Bottleneck, GCF and head on the encoder maps; returns logits at the input size."""
         decoded = self.bottleneck(features[-1])
-        fused = self.context(features, decoded)
-        return self.head(self.head_project(fused))
+        if not self.fused_decoder:
+            return self.head(self.head_project(self.context(features, decoded))).contiguous()
+        return self._fused_context_head(features, decoded)
+
+    def _fused_context_head(self, features: list[torch.Tensor], decoded: torch.Tensor) -> torch.Tensor:
+        """GCF + head re-ordered exactly (see ``fused_decoder``).
+
+        With the head projection ``W = [W_ctx, W_dec]`` (a 1×1 convolution on ``concat(Ctx, V_d)``),
+        ``W·concat(Σ_i α_i ⊙ Up_i(P_i), Up_8(P_d)) = Σ_i Up_i((W_ctx diag α_i) P_i) + Up_8(W_dec P_d)``
+        because bilinear upsampling acts on every channel alike and commutes with per-pixel linear
+        maps; scales with the same factor share one upsampling. The classifier 1×1 convolution
+        commutes with the last ×2 upsampling (its interpolation weights sum to one).
+        """
+        gcf = self.context
+        alpha = gcf.scale_weights(features, decoded)  # B, scales, D
+        project = self.head_project.project
+        weight = project[0].weight.flatten(1)  # N, 2D
+        d = alpha.shape[-1]
+        w_ctx_t = weight[:, :d].t()  # D, N
+        by_scale: dict[int, torch.Tensor] = {}
+        # Tiling is shape-dependent control flow: skipped while tracing so an export stays general.
+        tile = TILE_ELEMENTS if self.deployed and not torch.jit.is_tracing() else 0
+        for i, value in enumerate(gcf.values):
+            term = value.project_linear(features[i], alpha[:, i, :, None] * w_ctx_t, tile)
+            by_scale[value.scale] = _accumulate(by_scale, value.scale, term)
+        decoder_value = gcf.decoder_value
+        term = decoder_value.project_linear(decoded, weight[:, d:].t())
+        by_scale[decoder_value.scale] = _accumulate(by_scale, decoder_value.scale, term)
+        summed: torch.Tensor | None = None
+        for scale, term in by_scale.items():
+            up = _upsample(term, scale)
+            summed = up if summed is None else summed.add_(up)
+        assert summed is not None
+        summed += project[0].bias.view(1, -1, 1, 1)
+        logits = self.head(project[2](project[1](summed)))
+        return _upsample(logits, self.head_project.scale).contiguous()
+
+    @torch.no_grad()
+    def reparameterize(self) -> None:
+        """Convert this network in place to its inference-only deploy form (timm's naming).
+
+        Exact algebra, no approximation: the GCF + head run in the fused order (see
+        ``fused_decoder``), the shared score layer is folded into the key and query MLPs
+        (:meth:`GenerateContext.fold_scores`), and the weights are stored channels-last. The
+        logits equal the training form's up to float32 rounding (max abs difference ≤ 1e-5,
+        tested). The result is for inference only: its parameters no longer load into the
+        training form, and training it further is not supported. Calling it twice is a no-op.
+        """
+        if self.deployed:
+            return
+        self.context.fold_scores()
+        self.fused_decoder = True
+        self.deployed = True
+        self.to(memory_format=torch.channels_last)
+        self.eval()
+        self.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

@@ -13,7 +13,14 @@ from torch import nn
 
 from litenext_monai.networks.litenext import global_pool
 
-__all__ = ["ProjectorS", "ProjectorT", "EMATargetEncoder", "DEFAULT_EMA_MOMENTUM", "DEFAULT_PROJECTOR_HIDDEN"]
+__all__ = [
+    "ProjectorS",
+    "ProjectorT",
+    "EMATargetEncoder",
+    "SeRPNetwork",
+    "DEFAULT_EMA_MOMENTUM",
+    "DEFAULT_PROJECTOR_HIDDEN",
+]
 
 #: EMA momentum α per optimiser step (unspecified by the paper; spec §6).
 DEFAULT_EMA_MOMENTUM = 0.99
@@ -86,3 +93,64 @@ class EMATargetEncoder(nn.Module):
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.encoder(x)
+
+
+class SeRPNetwork(nn.Module):
+    """Training wrapper that adds SeRP to any network exposing its encoder features.
+
+    One module holds the segmentation network, the main-branch :class:`ProjectorS` and the EMA
+    target encoder, so a ``DistributedDataParallel`` wrapper around it all-reduces the gradients
+    of the network *and* the projector. The target encoder is frozen: its parameters never require
+    gradients (an optimiser built from ``requires_grad`` parameters skips it, and DDP ignores it),
+    and Ignite's ``EMAHandler`` moves it towards the online encoder after every optimiser step.
+
+    The wrapped network must provide ``forward_features(x)`` (a sequence of encoder maps, the
+    deepest last) and ``forward_head(features)`` (logits), and the target encoder, called on an
+    image, must return the same sequence — :class:`~litenext_monai.networks.LiteNeXt` and the
+    ``ema_model`` of ``EMAHandler(network.encoder)`` do.
+
+    Args:
+        network: the segmentation network being trained.
+        target_encoder: the frozen EMA copy of the network's encoder (``EMAHandler.ema_model``).
+        hidden_channels: width of the projector's squeeze layer (spec default 8).
+
+    Returns (forward):
+        ``forward(x)``: logits ``B, N, H, W`` (validation, inference).
+        ``forward(x, weak=w)``: ``{"pred": logits, "online_embedding": e_m, "target_embedding": e_t}``
+        with ``e_m = ProjectorS(e4(x))`` and ``e_t = ProjectorT(e4_target(w))`` computed without
+        autograd (stop-gradient), as :class:`~litenext_monai.losses.LiteNeXtLoss` takes them.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        target_encoder: nn.Module,
+        hidden_channels: int = DEFAULT_PROJECTOR_HIDDEN,
+    ) -> None:
+        super().__init__()
+        missing = [name for name in ("forward_features", "forward_head") if not hasattr(network, name)]
+        if missing:
+            raise TypeError(
+                f"SeRP needs a network exposing encoder features; {type(network).__name__} has no "
+                f"{' or '.join(missing)}. Train it with SeRP off (--serp False)."
+            )
+        channels = getattr(network, "feature_channels", None)
+        if not isinstance(channels, int):
+            raise TypeError(
+                f"{type(network).__name__} must state the channels of its deepest encoder map as an int "
+                "`feature_channels` attribute for the SeRP projector."
+            )
+        self.network = network
+        self.projector = ProjectorS(channels, hidden_channels)
+        self.target_projector = ProjectorT()
+        self.target_encoder = target_encoder.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor, weak: torch.Tensor | None = None):
+        features = self.network.forward_features(x)
+        logits = self.network.forward_head(features)
+        if weak is None:
+            return logits
+        online = self.projector(features[-1])
+        with torch.no_grad():
+            target = self.target_projector(self.target_encoder(weak)[-1])
+        return {"pred": logits, "online_embedding": online, "target_embedding": target}

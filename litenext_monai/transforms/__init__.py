@@ -4,6 +4,15 @@ from __future__ import annotations
 
 from litenext_monai.transforms.dual_view import DualViewd
 from litenext_monai.transforms.io import LoadImage2D, LoadImage2Dd
+from litenext_monai.transforms.pipelines import find_pipeline_file, load_pipeline
 from litenext_monai.transforms.weight_map import MarginalWeightMap, MarginalWeightMapd
 
-__all__ = ["DualViewd", "LoadImage2D", "LoadImage2Dd", "MarginalWeightMap", "MarginalWeightMapd"]
+__all__ = [
+    "DualViewd",
+    "LoadImage2D",
+    "LoadImage2Dd",
+    "MarginalWeightMap",
+    "MarginalWeightMapd",
+    "find_pipeline_file",
+    "load_pipeline",
+]

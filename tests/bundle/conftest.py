@@ -1,7 +1,7 @@
 """Shared fixtures of the bundle tests: one tiny synthetic dataset and one tracked training run.
 
-Every bundle command runs as ``python -m monai.bundle ...`` in a subprocess from the
-repository root (the configs take their pipelines from ``transforms/`` by relative macro).
+Every bundle command runs as ``python -m monai.bundle ...`` in a subprocess, from the repository
+root unless a test chooses another working directory.
 """
 
 from __future__ import annotations
@@ -36,11 +36,13 @@ def bundle_cmd(verb: str, *args: str) -> list[str]:
     return [sys.executable, "-m", "monai.bundle", verb, *args]
 
 
-def run_cmd(cmd: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
-    """Run a bundle command from the repository root; fail with its output on a non-zero exit."""
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+def run_cmd(
+    cmd: list[str], timeout: float = 240, cwd: Path = REPO, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """Run a bundle command (from the repository root by default); fail with its output on a non-zero exit."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
     env.pop("MLFLOW_TRACKING_URI", None)  # it would override every --tracking_uri
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         pytest.fail(
             f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"

@@ -150,7 +150,7 @@ def test_serp_off_and_bce_loss(synthetic_data, tmp_path):
     assert "target_encoder" not in last and "projector" not in last
     client = MlflowClient(f"sqlite:///{out / 'mlruns.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("litenext_seg").experiment_id])
-    assert run.data.params["loss_supervised"] == "bce" and run.data.params["serp"] == "False"
+    assert "'supervised': 'bce'" in run.data.params["loss_weights"] and run.data.params["serp"] == "False"
     assert "train_bce" in run.data.metrics and "train_serp" not in run.data.metrics
     assert "train_mwl" not in run.data.metrics
 
@@ -214,28 +214,49 @@ def test_mlflow_server(synthetic_data, tmp_path):
             server.wait(10)
 
 
-def test_packed_bundle_runs_from_anywhere(tmp_path):
+def test_packed_bundle_runs_from_anywhere(synthetic_data, tmp_path):
+    from litenext_monai.transforms import find_pipeline_file
+
     packed = tmp_path / "litenext_seg"
     subprocess.run(
         [sys.executable, str(REPO / "scripts" / "pack_bundle.py"), str(BUNDLE), str(packed)], check=True
     )
-    text = "".join(p.read_text() for p in (packed / "configs").glob("*.json"))
-    assert "%transforms/" not in text
     assert not any((packed / "models").glob("*.pt"))
+    assert find_pipeline_file(packed) == (packed / "transforms" / "litenext_2d.json").resolve()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
     proc = subprocess.run(
         bundle_cmd(
-            "verify_net_in_out", "network_def", "--meta_file", "litenext_seg/configs/metadata.json",
-            "--config_file", "litenext_seg/configs/train.json", "--n", "4",
+            "verify_net_in_out", "network_def", "--meta_file", str(packed / "configs" / "metadata.json"),
+            "--config_file", str(packed / "configs" / "train.json"), "--n", "4",
         ),
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        cwd=elsewhere, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    from monai.bundle import ConfigParser
+    overrides = small_overrides(synthetic_data, tmp_path / "out", tmp_path / "models", max_epochs=1)
+    overrides[overrides.index("--bundle_root") + 1] = str(packed)
+    run_cmd(bundle_cmd("run", "--config_file", str(packed / "configs" / "train.json"), *overrides), cwd=elsewhere)
+    assert (tmp_path / "models" / "model.pt").is_file()
 
-    parser = ConfigParser()
-    parser.read_config(str(packed / "configs" / "train.json"))
-    parser.parse()
-    assert parser["train#random_transforms"][0]["_target_"] == "litenext_monai.transforms.DualViewd"
+
+def test_any_network_trains_through_the_bundle(synthetic_data, tmp_path):
+    """MONAI's UNet, run from outside the repository, with SeRP off and a MONAI loss."""
+    overrides = small_overrides(synthetic_data, tmp_path / "out", tmp_path / "models", max_epochs=1)
+    network = "{'_target_': 'monai.networks.nets.UNet', 'spatial_dims': 2, 'in_channels': 1, 'out_channels': 1, 'channels': [8, 16, 32], 'strides': [2, 2]}"
+    loss = "{'_target_': 'monai.losses.DiceCELoss', 'sigmoid': True}"
+    run_cmd(
+        bundle_cmd(
+            "run", "--config_file", TRAIN, *overrides, "--serp", "False",
+            "--network_def", network, "--loss", loss,
+        ),
+        cwd=tmp_path,
+    )  # fmt: skip
+    state = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
+    from monai.networks.nets import UNet
+
+    UNet(2, 1, 1, channels=(8, 16, 32), strides=(2, 2)).load_state_dict(state)  # the saved weights are UNet's
+    last = torch.load(tmp_path / "models" / "last.pt", weights_only=True)
+    assert "projector" not in last and "target_encoder" not in last
 
 
 def test_same_seed_gives_identical_training_on_cpu(synthetic_data, tmp_path):

@@ -1,10 +1,19 @@
-"""SeRP training-only modules: projector shapes, stop-gradient routing and the EMA update."""
+"""SeRP training-only modules: projector shapes, the SeRPNetwork wrapper, stop-gradient routing."""
 
 from __future__ import annotations
 
+import pytest
 import torch
+from ignite.handlers import EMAHandler
+from monai.networks.nets import UNet
 
-from litenext_monai.networks import EMATargetEncoder, LiteNeXt, ProjectorS, ProjectorT
+from litenext_monai.networks import LiteNeXt, ProjectorS, ProjectorT, SeRPNetwork
+
+
+def _serp(base_channels: int = 4, momentum: float = 0.1) -> tuple[SeRPNetwork, LiteNeXt, EMAHandler]:
+    net = LiteNeXt(base_channels=base_channels)
+    ema = EMAHandler(net.encoder, momentum=momentum)
+    return SeRPNetwork(net, ema.ema_model, hidden_channels=2), net, ema
 
 
 def test_projector_shapes_and_parameters():
@@ -20,52 +29,44 @@ def test_projector_shapes_and_parameters():
 
 def test_training_only_modules_are_not_in_the_inference_network():
     net = LiteNeXt()
-    target = EMATargetEncoder(net.encoder)
-    assert sum(p.numel() for p in target.parameters()) == 243_184
+    wrapper = SeRPNetwork(net, EMAHandler(net.encoder, momentum=0.01).ema_model)
+    # encoder copy 243,184 + projector 2·128·8 on top of the 711,201 of the network
+    assert sum(p.numel() for p in wrapper.parameters()) == 711_201 + 243_184 + 2 * 128 * 8
+    assert sum(p.numel() for p in wrapper.parameters() if p.requires_grad) == 711_201 + 2 * 128 * 8
     names = set(net.state_dict())
     assert not any("projector" in n or "target" in n for n in names)
     assert sum(p.numel() for p in net.parameters()) == 711_201
 
 
-def test_target_encoder_gets_no_gradient_and_serp_reaches_main_encoder_only():
-    net = LiteNeXt(base_channels=4)
-    target = EMATargetEncoder(net.encoder, momentum=0.9)
-    proj_s, proj_t = ProjectorS(net.feature_channels, 2), ProjectorT()
+def test_forward_without_weak_view_is_the_network():
+    wrapper, net, _ = _serp()
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(wrapper(x), net(x))
+
+
+def test_embeddings_and_stop_gradient():
+    wrapper, net, ema = _serp()
     strong, weak = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32)
-    e_m = proj_s(net.forward_features(strong)[-1])
-    e_t = proj_t(target(weak)[-1])
-    assert not e_t.requires_grad
-    loss = (1 - torch.nn.functional.cosine_similarity(e_m, e_t)).mean()
+    out = wrapper(strong, weak=weak)
+    assert set(out) == {"pred", "online_embedding", "target_embedding"}
+    torch.testing.assert_close(out["pred"], net(strong))
+    features = net.forward_features(strong)[-1]
+    torch.testing.assert_close(out["online_embedding"], wrapper.projector(features))
+    # ProjectorT of the target's deepest map, by hand: GAP + GMP
+    deepest = ema.ema_model(weak)[-1]
+    torch.testing.assert_close(out["target_embedding"], deepest.mean((2, 3)) + deepest.amax((2, 3)))
+    assert not out["target_embedding"].requires_grad
+    loss = (
+        1 - torch.nn.functional.cosine_similarity(out["online_embedding"], out["target_embedding"])
+    ).mean()
     loss.backward()
-    assert all(p.grad is None for p in target.parameters())
-    assert all(not p.requires_grad for p in target.parameters())
+    assert all(p.grad is None for p in wrapper.target_encoder.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.encoder.parameters())
     assert all(p.grad is None for p in net.bottleneck.parameters())
-    assert all(p.grad is not None for p in proj_s.parameters())
+    assert all(p.grad is not None for p in wrapper.projector.parameters())
 
 
-def test_one_ema_step_moves_target_by_one_minus_momentum_times_difference():
-    momentum = 0.99
-    net = LiteNeXt(base_channels=4)
-    target = EMATargetEncoder(net.encoder, momentum=momentum)
-    for p_main, p_target in zip(net.encoder.parameters(), target.encoder.parameters()):
-        torch.testing.assert_close(p_main, p_target)
-        assert p_main.data_ptr() != p_target.data_ptr()
-    with torch.no_grad():
-        for p in net.encoder.parameters():
-            p.add_(torch.randn_like(p))
-    before = [p.detach().clone() for p in target.encoder.parameters()]
-    main = [p.detach().clone() for p in net.encoder.parameters()]
-    target.update(net.encoder)
-    for old, new, theta in zip(before, target.encoder.parameters(), main):
-        torch.testing.assert_close(new - old, (1 - momentum) * (theta - old), rtol=1e-5, atol=1e-6)
-
-
-def test_momentum_bounds():
-    net = LiteNeXt(base_channels=4)
-    for bad in (-0.1, 1.5):
-        try:
-            EMATargetEncoder(net.encoder, momentum=bad)
-        except ValueError:
-            continue
-        raise AssertionError(f"momentum {bad} was accepted")
+def test_network_without_encoder_features_is_rejected():
+    unet = UNet(2, 1, 1, channels=(4, 8), strides=(2,))
+    with pytest.raises(TypeError, match="--serp False"):
+        SeRPNetwork(unet, torch.nn.Identity())

@@ -1,0 +1,326 @@
+"""The DICOM node: receive → queue → segment → send.
+
+:class:`DicomNode` runs a pynetdicom Storage SCP (with C-ECHO), stores what it receives in a
+:class:`~litenext_monai.dicom_node.jobs.JobQueue`, segments each sealed series in a worker
+thread and C-STOREs the resulting SEG to a destination in a second worker thread, retrying with
+back-off until the destination acknowledges it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
+from pynetdicom.sop_class import Verification
+
+from .jobs import Job, JobQueue
+from .receiver import StorageReceiver
+from .redact import PatientRedactor
+from .sender import Destination, SendError, send_file
+
+__all__ = ["DicomNode", "Segmenter", "checkpoint_segmenter"]
+
+logger = logging.getLogger(__name__)
+
+#: ``segmenter(instance_files, output_path)`` writes one SEG for the instances of one series.
+Segmenter = Callable[[Sequence[Path], Path], Path]
+
+
+def checkpoint_segmenter(checkpoint: str, device: str = "cpu") -> Segmenter:
+    """Load a self-describing checkpoint once, warm it up, and return a :data:`Segmenter` that uses it.
+
+    Args:
+        checkpoint: ``model.pt`` with its ``model.json`` beside it, or an MLflow model URI.
+        device: torch device for inference.
+    """
+    import torch
+
+    from litenext_monai.engines import load_network_from_checkpoint, segment_dicom_to_seg
+
+    network, settings = load_network_from_checkpoint(checkpoint, device=device)
+    local = settings.get("checkpoint", checkpoint)  # an MLflow URI resolved once, here
+    # One forward pass now, so that the first series does not pay for kernel selection and
+    # lazy initialisation inside torch.
+    with torch.inference_mode():
+        network(torch.zeros(1, int(settings["in_channels"]), *settings["image_size"], device=device))
+
+    def segment(files: Sequence[Path], output_path: Path) -> Path:
+        return segment_dicom_to_seg(files, local, output_path, network=network, settings=settings)
+
+    return segment
+
+
+class DicomNode:
+    """A Storage SCP that answers every received series with a DICOM SEG.
+
+    Args:
+        ae_title: the node's AE title (called by senders, calling for the destination).
+        port: TCP port to listen on.
+        destination: where SEGs are sent.
+        storage: folder of the on-disk job queue.
+        segmenter: writes one SEG for one series (see :func:`checkpoint_segmenter`).
+        host: address to listen on.
+        quiet_seconds: a series that receives nothing for this long is segmented even if its
+            association has not been released (aborted or long-lived associations).
+        redactor: log filter that learns patient strings; pass the one attached to the handlers.
+        retry_max_seconds: longest wait between delivery attempts (the wait doubles from 1 s).
+        max_refusals: a SEG that the destination refuses (failure status) this many times is moved
+            to ``failed/``; unreachable destinations are retried for ever.
+        network_timeout: seconds for connecting to and waiting on the destination.
+    """
+
+    def __init__(
+        self,
+        ae_title: str,
+        port: int,
+        destination: Destination,
+        storage: str | Path,
+        segmenter: Segmenter,
+        *,
+        host: str = "0.0.0.0",
+        quiet_seconds: float = 60.0,
+        redactor: PatientRedactor | None = None,
+        retry_max_seconds: float = 60.0,
+        max_refusals: int = 5,
+        network_timeout: float = 30.0,
+    ) -> None:
+        if quiet_seconds <= 0:
+            raise ValueError(f"quiet_seconds must be positive, got {quiet_seconds}")
+        self.ae_title = ae_title
+        self.port = port
+        self.host = host
+        self.destination = destination
+        self.segmenter = segmenter
+        self.quiet_seconds = quiet_seconds
+        self.redactor = redactor or PatientRedactor()
+        self.retry_max_seconds = retry_max_seconds
+        self.max_refusals = max_refusals
+        self.network_timeout = network_timeout
+        self.queue = JobQueue(storage)
+        self.receiver = StorageReceiver(self.queue, self.redactor, on_sealed=lambda jobs: self._wake())
+        self._wakeup = threading.Condition()
+        self._draining = threading.Event()
+        self._halt = threading.Event()
+        self._segmenter_done = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._server = None
+        self.sent = 0
+        self.failed = 0
+
+    # -- life cycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Recover the queue left by an earlier run, start the workers, then listen."""
+        counts = self.queue.recover()
+        for job in self.queue.pending() + self.queue.segmented():
+            for path in job.instance_files()[:1]:
+                self.redactor.add_file(path)
+        if any(counts.values()):
+            logger.info(
+                "Resuming: %d series to segment (%d of them received but not sealed), %d SEGs to send",
+                counts["pending"],
+                counts["sealed_incoming"],
+                counts["segmented"],
+            )
+        self._threads = [
+            threading.Thread(target=self._segment_loop, name="litenext-segment", daemon=True),
+            threading.Thread(target=self._send_loop, name="litenext-send", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+        ae = AE(ae_title=self.ae_title)
+        for context in AllStoragePresentationContexts:
+            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context(Verification)
+        ae.maximum_pdu_size = 0
+        self._server = ae.start_server(
+            (self.host, self.port), block=False, evt_handlers=self.receiver.handlers()
+        )
+        logger.info(
+            "DICOM node %s listening on %s:%d; SEGs go to %s; quiet time %g s",
+            self.ae_title,
+            self.host,
+            self.port,
+            self.destination,
+            self.quiet_seconds,
+        )
+
+    def stop(self, drain: bool = True, association_grace: float = 30.0) -> None:
+        """Stop listening; with ``drain``, segment and send everything queued first.
+
+        Associations in progress get ``association_grace`` seconds to finish. Every instance
+        received is then sealed, segmented and sent once more; SEGs the destination does not
+        take stay on disk for the next start.
+        """
+        if self._server is not None:
+            server, self._server = self._server, None
+            server.shutdown()
+            deadline = time.monotonic() + association_grace
+            while server.active_associations and time.monotonic() < deadline:
+                time.sleep(0.1)
+            self.receiver.accepting = False
+            for assoc in server.active_associations:
+                assoc.abort()
+        if drain:
+            sealed = self.queue.seal_all()
+            logger.info(
+                "Draining: %d series to segment (%d just sealed), %d SEGs to send",
+                len(self.queue.pending()),
+                len(sealed),
+                len(self.queue.segmented()),
+            )
+            self._draining.set()
+        else:
+            self._halt.set()
+        self._wake()
+        for thread in self._threads:
+            thread.join()
+        left = len(self.queue)
+        logger.info(
+            "Stopped: %d SEGs sent, %d series failed, %d jobs left in %s for the next start",
+            self.sent,
+            self.failed,
+            left,
+            self.queue.root,
+        )
+
+    def halt(self) -> None:
+        """Make the workers stop after their current item (a second SIGTERM during a drain)."""
+        self._halt.set()
+        self._wake()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until nothing is queued or being received (for tests and benchmarks)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(self.queue) == 0 and self.queue.incoming_series() == 0:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def _wake(self) -> None:
+        with self._wakeup:
+            self._wakeup.notify_all()
+
+    def _wait(self, seconds: float) -> None:
+        with self._wakeup:
+            self._wakeup.wait(seconds)
+
+    # -- workers ---------------------------------------------------------------------------------
+    def _segment_loop(self) -> None:
+        tick = min(1.0, self.quiet_seconds / 4)
+        try:
+            while not self._halt.is_set():
+                if not self._draining.is_set():
+                    for job in self.queue.seal_idle(self.quiet_seconds):
+                        logger.info(
+                            "Series %s: quiet for %g s, %d instances queued as job %s",
+                            job.series_uid,
+                            self.quiet_seconds,
+                            len(job.instance_files()),
+                            job.job_id,
+                        )
+                job = self.queue.next_pending()
+                if job is None:
+                    if self._draining.is_set():
+                        return
+                    self._wait(tick)
+                    continue
+                try:
+                    self._segment(job)
+                except Exception:  # noqa: BLE001 - e.g. a full disk: log, keep the job, go on
+                    logger.exception("Job %s: the queue could not be updated; retrying", job.job_id)
+                    self._wait(5.0)
+        finally:
+            self._segmenter_done.set()
+            self._wake()
+
+    def _segment(self, job: Job) -> None:
+        files = job.instance_files()
+        start = time.perf_counter()
+        try:
+            self.segmenter(files, job.seg_path)
+            if not job.seg_path.is_file():
+                raise RuntimeError("the segmenter wrote no SEG")
+        except Exception as err:  # noqa: BLE001 - one bad series never stops the node
+            self.failed += 1
+            where = self.queue.mark_failed(job, f"{type(err).__name__}: {err}")
+            logger.error(
+                "Series %s (job %s, %d instances) could not be segmented: %s: %s; kept in %s",
+                job.series_uid,
+                job.job_id,
+                len(files),
+                type(err).__name__,
+                err,
+                where,
+            )
+            return
+        self.queue.mark_segmented(job)
+        logger.info(
+            "Series %s: SEG written in %.2f s (job %s)",
+            job.series_uid,
+            time.perf_counter() - start,
+            job.job_id,
+        )
+        self._wake()
+
+    def _send_loop(self) -> None:
+        tried_while_draining: set[str] = set()
+        while not self._halt.is_set():
+            draining = self._draining.is_set()
+            if draining:
+                job = next((j for j in self.queue.segmented() if j.job_id not in tried_while_draining), None)
+            else:
+                job = self.queue.next_to_send(time.monotonic())
+            if job is None:
+                if draining and self._segmenter_done.is_set():
+                    return
+                self._wait(0.5)
+                continue
+            if draining:
+                tried_while_draining.add(job.job_id)
+            try:
+                self._send(job)
+            except Exception:  # noqa: BLE001 - e.g. a full disk: log, keep the job, go on
+                logger.exception("Job %s: the queue could not be updated; retrying", job.job_id)
+                self._wait(5.0)
+
+    def _send(self, job: Job) -> None:
+        start = time.perf_counter()
+        try:
+            send_file(job.seg_path, self.destination, self.ae_title, timeout=self.network_timeout)
+        except SendError as err:
+            refusals = job.attempts + 1
+            if err.refused and refusals >= self.max_refusals:
+                self.failed += 1
+                where = self.queue.mark_failed(job, str(err))
+                logger.error(
+                    "SEG of series %s refused %d times, giving up: %s; kept in %s",
+                    job.series_uid,
+                    refusals,
+                    err,
+                    where,
+                )
+                return
+            delay = min(self.retry_max_seconds, 2.0**job.attempts)
+            self.queue.record_send_failure(job, str(err), delay)
+            logger.warning(
+                "SEG of series %s not delivered (attempt %d): %s; retrying in %g s",
+                job.series_uid,
+                job.attempts,
+                err,
+                delay,
+            )
+            return
+        self.queue.mark_sent(job)
+        self.sent += 1
+        logger.info(
+            "Series %s: SEG stored by %s in %.2f s (job %s done)",
+            job.series_uid,
+            self.destination,
+            time.perf_counter() - start,
+            job.job_id,
+        )

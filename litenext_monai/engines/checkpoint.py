@@ -1,0 +1,378 @@
+"""Self-describing checkpoints: ``model.pt`` plus the ``model.json`` that inference needs.
+
+Training writes, next to the inference checkpoint ``models/model.pt`` (a plain ``state_dict``),
+``models/model.json``::
+
+    {"network_def": {"_target_": "litenext_monai.networks.LiteNeXt", "spatial_dims": 2, ...},
+     "in_channels": 3, "out_channels": 1, "image_size": [256, 256], "modality": "rgb",
+     "threshold": 0.5,
+     "segment": {"label": "Foreground", "category": ["SCT", "85756007", "Tissue"],
+                 "type": ["SCT", "85756007", "Tissue"]},
+     "package_version": "0.1.0"}
+
+so inference, evaluation, export and the DICOM node need nothing but the checkpoint path.
+``network_def`` is plain JSON: a dotted ``_target_`` naming a ``torch.nn.Module`` subclass and
+its keyword arguments. It is built without evaluating any expression, and the weights are loaded
+with ``weights_only=True``, so neither file can run code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+import os
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+from pydoc import locate
+from typing import Any
+
+import torch
+from torch import nn
+
+from litenext_monai.io import atomic_write
+from litenext_monai.networks import reparameterize
+
+__all__ = [
+    "REQUIRED_SETTINGS",
+    "build_network",
+    "check_network_config",
+    "checkpoint_network",
+    "checkpoint_settings",
+    "dicom_seg_metadata",
+    "checkpoint_sha256",
+    "inference_settings_path",
+    "load_network_from_checkpoint",
+    "load_state_dict",
+    "network_config",
+    "read_inference_settings",
+    "resolve_checkpoint_path",
+    "write_inference_settings",
+]
+
+logger = logging.getLogger(__name__)
+
+_EXPLICIT_HINT = (
+    "give the constructor arguments the network does not keep explicitly, e.g. "
+    'inference_settings#network_def = "$litenext_monai.engines.network_config(@network, base_channels=32)"'
+)
+
+# Constructor arguments that MONAI networks keep under another attribute name.
+_ATTRIBUTE_ALIASES = {"spatial_dims": ("dimensions",)}
+
+#: Keys every ``model.json`` holds.
+REQUIRED_SETTINGS = ("network_def", "in_channels", "out_channels", "image_size", "modality", "threshold")
+
+
+def inference_settings_path(ckpt_path: str | os.PathLike) -> Path:
+    """``model.json`` for ``model.pt``: the checkpoint's path with the suffix ``.json``."""
+    return Path(ckpt_path).with_suffix(".json")
+
+
+def network_config(network: nn.Module | str, **kwargs: Any) -> dict[str, Any]:
+    """A plain ``network_def`` dict ``{"_target_": "pkg.Class", **kwargs}`` for ``model.json``.
+
+    Args:
+        network: the dotted class path, or the instantiated network. For a network, ``_target_``
+            is its class and every constructor argument (from the signature) is taken from an
+            attribute of the same name (or ``_name``) when the network keeps one, else from the
+            signature's default; arguments whose default is ``None`` are left out.
+        kwargs: explicit arguments; they win over what is read from the network.
+
+    A bundle writes ``"$litenext_monai.engines.network_config(@network)"`` and, for a network that
+    does not keep a non-default argument, adds it explicitly
+    (``network_config(@network, base_channels=32)``). Training checks the result with
+    :func:`check_network_config` before it writes ``model.json``, so a missing argument fails
+    the first save instead of a later inference.
+    """
+    if isinstance(network, str):
+        return {"_target_": network, **kwargs}
+    cls = type(getattr(network, "module", network))
+    live = getattr(network, "module", network)
+    found: dict[str, Any] = {}
+    for name, parameter in inspect.signature(cls.__init__).parameters.items():
+        if name == "self" or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            continue
+        value = parameter.default
+        for attribute in (name, f"_{name}", *_ATTRIBUTE_ALIASES.get(name, ())):
+            if hasattr(live, attribute):
+                value = getattr(live, attribute)
+                break
+        if value is inspect.Parameter.empty or value is None or isinstance(value, (nn.Module, torch.Tensor)):
+            continue
+        try:
+            found[name] = _plain(value)
+        except TypeError:
+            continue
+    return {"_target_": f"{cls.__module__}.{cls.__qualname__}", **found, **kwargs}
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready copy: tuples to lists, numpy/torch scalars to Python numbers."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"{type(value).__name__} is not a JSON value")
+
+
+def _package_version() -> str:
+    try:
+        return metadata.version("litenext-monai")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _check_settings(settings: Mapping[str, Any], source: str) -> None:
+    missing = [k for k in REQUIRED_SETTINGS if k not in settings]
+    if missing:
+        raise ValueError(f"{source}: inference settings lack {', '.join(missing)}")
+    network_def = settings["network_def"]
+    if not isinstance(network_def, Mapping) or not isinstance(network_def.get("_target_"), str):
+        raise ValueError(f"{source}: 'network_def' must be a dict with a dotted '_target_' path")
+    if len(settings["image_size"]) != 2:
+        raise ValueError(f"{source}: 'image_size' must be [H, W], got {settings['image_size']!r}")
+
+
+def write_inference_settings(ckpt_path: str | os.PathLike, settings: Mapping[str, Any]) -> Path:
+    """Write ``settings`` as ``model.json`` beside ``ckpt_path``, atomically.
+
+    ``package_version`` is filled in with the installed ``litenext-monai`` version when absent, and
+    ``in_channels``/``out_channels`` from ``network_def`` (``out_channels`` defaults to 1).
+
+    Returns:
+        The path of the JSON file.
+
+    Raises:
+        ValueError: required keys missing or values that are not plain JSON.
+    """
+    path = inference_settings_path(ckpt_path)
+    try:
+        data = _plain(settings)
+    except TypeError as err:
+        raise ValueError(f"{path}: inference settings must be plain JSON values ({err})") from err
+    data.setdefault("package_version", _package_version())
+    network_def = data.get("network_def")
+    if isinstance(network_def, dict):
+        for key, default in (("in_channels", None), ("out_channels", 1)):
+            if key not in data and network_def.get(key, default) is not None:
+                data[key] = network_def.get(key, default)
+    _check_settings(data, str(path))
+    text = json.dumps(data, indent=2) + "\n"
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def read_inference_settings(ckpt_path: str | os.PathLike) -> dict[str, Any]:
+    """Read the ``model.json`` beside ``ckpt_path``.
+
+    Raises:
+        FileNotFoundError: no ``model.json`` (a checkpoint from before self-describing checkpoints).
+        ValueError: not JSON, or required keys missing (message names the file).
+    """
+    path = inference_settings_path(ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no inference settings beside the checkpoint {Path(ckpt_path).name}; "
+            "checkpoints written by training since self-describing checkpoints have one"
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: unreadable inference settings ({err})") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: inference settings must be a JSON object")
+    _check_settings(data, str(path))
+    return data
+
+
+def build_network(network_def: Mapping[str, Any]) -> nn.Module:
+    """Instantiate ``{"_target_": "pkg.Class", **kwargs}`` where ``pkg.Class`` is an ``nn.Module``.
+
+    Raises:
+        ValueError: the target cannot be imported, is not a module class, or rejects the arguments.
+    """
+    target = network_def.get("_target_")
+    kwargs = {k: v for k, v in network_def.items() if not (k.startswith("_") and k.endswith("_"))}
+    component = locate(str(target)) if isinstance(target, str) else None
+    if not (isinstance(component, type) and issubclass(component, nn.Module)):
+        raise ValueError(f"network_def '_target_' {target!r} is not an importable torch.nn.Module class")
+    try:
+        return component(**kwargs)
+    except TypeError as err:
+        raise ValueError(f"cannot build {target} with {kwargs} ({err})") from err
+
+
+def check_network_config(
+    network_def: Mapping[str, Any],
+    network: nn.Module,
+    image_size: tuple[int, int] | list[int],
+    in_channels: int,
+) -> None:
+    """Check that ``network_def`` rebuilds ``network``: same weights fit and give the same output.
+
+    Training calls this before it first writes ``model.json``, so a bundle overlay that changes
+    the network but not the recorded definition fails at once instead of at inference.
+
+    Raises:
+        ValueError: the rebuilt network has other weights or computes something else.
+    """
+    live = getattr(network, "module", network)
+    rebuilt = build_network(network_def)
+    try:
+        rebuilt.load_state_dict(live.state_dict())
+    except RuntimeError as err:
+        raise ValueError(
+            f"network_def {dict(network_def)} does not rebuild the trained network ({err})"
+        ) from err
+    parameter = next(live.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    x = torch.rand(
+        1, int(in_channels), *[int(s) for s in image_size], generator=torch.Generator().manual_seed(0)
+    )
+    was_training = live.training
+    live.eval()
+    try:
+        with torch.no_grad():
+            expected = live(x.to(device))
+            actual = rebuilt.to(device).eval()(x.to(device))
+    finally:
+        live.train(was_training)
+    if isinstance(expected, torch.Tensor) and not (
+        isinstance(actual, torch.Tensor)
+        and actual.shape == expected.shape
+        and torch.allclose(actual, expected, atol=1e-5)
+    ):
+        raise ValueError(
+            f"network_def {dict(network_def)} builds a network whose output differs from the trained one"
+        )
+
+
+def load_state_dict(network: nn.Module, checkpoint: str | os.PathLike) -> nn.Module:
+    """Load a ``state_dict`` file into ``network`` (``weights_only=True``, strict).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a readable ``state_dict``, or weights that do not fit (message names the file).
+    """
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"{checkpoint}: no such checkpoint file")
+    try:
+        # weights_only refuses pickled code: a checkpoint from elsewhere cannot run anything on load.
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for foreign or damaged files
+        raise ValueError(f"{checkpoint}: not a readable PyTorch state_dict ({err})") from err
+    if not isinstance(state, dict):
+        raise ValueError(f"{checkpoint}: expected a state_dict, found {type(state).__name__}")
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(f"{checkpoint}: weights do not fit {type(network).__name__} ({err})") from err
+    return network
+
+
+def checkpoint_sha256(checkpoint: str | os.PathLike) -> str:
+    """Hex SHA-256 of the checkpoint file (recorded in DICOM SEGs and logs)."""
+    digest = hashlib.sha256()
+    with open(checkpoint, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def resolve_checkpoint_path(path_or_uri: str | os.PathLike) -> str:
+    """A local ``model.pt`` for a path or an MLflow model URI.
+
+    Uses ``litenext_monai.engines.resolve_checkpoint`` (MLflow URIs such as ``models:/NAME/1``)
+    when the package provides it; otherwise the path is taken as local.
+    """
+    from litenext_monai import engines
+
+    resolve = getattr(engines, "resolve_checkpoint", None)
+    return str(resolve(path_or_uri)) if callable(resolve) else str(path_or_uri)
+
+
+def load_network_from_checkpoint(
+    ckpt_path_or_uri: str | os.PathLike, device: str | torch.device = "cpu", deploy: bool = True
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Build the network that ``model.json`` describes and load ``model.pt`` into it.
+
+    Args:
+        ckpt_path_or_uri: ``model.pt`` (with ``model.json`` beside it) or an MLflow model URI.
+        device: where the network is placed.
+        deploy: convert the network to its inference form with
+            :func:`litenext_monai.networks.reparameterize` after loading the weights.
+
+    Returns:
+        ``(network, settings)``: the network in eval mode, and the settings of ``model.json`` plus
+        ``checkpoint`` (the local path) and ``checkpoint_sha256``.
+
+    Raises:
+        FileNotFoundError: no checkpoint or no ``model.json``.
+        ValueError: unreadable settings or weights, or a ``network_def`` that cannot be built.
+    """
+    local = resolve_checkpoint_path(ckpt_path_or_uri)
+    if not Path(local).is_file():
+        raise FileNotFoundError(f"{local}: no such checkpoint file")
+    settings = read_inference_settings(local)
+    try:
+        network = build_network(settings["network_def"])
+    except ValueError as err:
+        raise ValueError(f"{inference_settings_path(local)}: {err}") from err
+    load_state_dict(network, local)
+    if deploy:
+        reparameterize(network)
+    settings = {**settings, "checkpoint": str(local), "checkpoint_sha256": checkpoint_sha256(local)}
+    return network.to(torch.device(device)).eval(), settings
+
+
+def checkpoint_settings(ckpt_path: str | os.PathLike, fallback: Mapping[str, Any]) -> dict[str, Any]:
+    """What a bundle's inference uses: ``model.json`` when the checkpoint has one, else ``fallback``.
+
+    Args:
+        ckpt_path: a local ``model.pt``.
+        fallback: the bundle config's own values (``modality``, ``in_channels``, ``image_size``,
+            ``threshold``, ``segment``), used for a checkpoint written before ``model.json``
+            existed; ``model.json`` values win over them.
+    """
+    try:
+        return {**dict(fallback), **read_inference_settings(ckpt_path)}
+    except FileNotFoundError:
+        logger.warning(
+            "%s has no %s beside it: using the bundle config's modality, channels, size and threshold",
+            Path(ckpt_path).name,
+            inference_settings_path(ckpt_path).name,
+        )
+        return dict(fallback)
+
+
+def checkpoint_network(
+    ckpt_path: str | os.PathLike, fallback: nn.Module, device: str | torch.device = "cpu", deploy: bool = True
+) -> nn.Module:
+    """The network of a checkpoint, in eval mode: built from ``model.json``, else ``fallback`` with the weights.
+
+    ``deploy`` applies :func:`litenext_monai.networks.reparameterize` after loading.
+    """
+    if inference_settings_path(ckpt_path).is_file():
+        return load_network_from_checkpoint(ckpt_path, device=device, deploy=deploy)[0]
+    network = load_state_dict(fallback, ckpt_path)
+    if deploy:
+        reparameterize(network)
+    return network.to(torch.device(device)).eval()
+
+
+def dicom_seg_metadata(ckpt_path: str | os.PathLike, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Keyword arguments of :func:`~litenext_monai.io.dicom_seg.write_dicom_seg` for a checkpoint."""
+    target = str(settings.get("network_def", {}).get("_target_", "LiteNeXt"))
+    return {
+        "segment": settings.get("segment"),
+        "algorithm_name": target.rsplit(".", 1)[-1] or "LiteNeXt",
+        "algorithm_version": settings.get("package_version") or _package_version(),
+        "checkpoint_sha256": checkpoint_sha256(ckpt_path),
+    }

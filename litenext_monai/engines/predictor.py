@@ -1,0 +1,221 @@
+"""Segment image files with a self-describing checkpoint, outside a bundle run.
+
+:class:`Predictor` applies, image by image, exactly the transforms of the inference bundle
+(``transforms/litenext_2d.json``): :class:`~litenext_monai.transforms.LoadImage2Dd` with the
+checkpoint's modality and channels, anti-aliased bilinear ``Resized`` to ``image_size``, the
+network, ``Invertd`` (bilinear resize of the logits back to the image's size), sigmoid and
+threshold. A DICOM SEG made here is therefore pixel for pixel the PNG mask the bundle writes for
+the same file (the tests compare them). The bundle itself composes the same MONAI transforms from
+its JSON; this module exists for callers that segment without one, such as the DICOM node.
+
+:func:`segment_dicom_to_seg` turns one DICOM series (or one single- or multi-frame image) into
+one DICOM SEG.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.transforms import Activationsd, AsDiscreted, Invertd, Resized
+from torch import nn
+
+from litenext_monai.engines.checkpoint import (
+    checkpoint_sha256,
+    load_network_from_checkpoint,
+    read_inference_settings,
+    resolve_checkpoint_path,
+)
+from litenext_monai.io import normalize_intensity, read_dicom_frames, to_channels
+from litenext_monai.io.dicom_seg import position_order, read_dicom_headers, write_dicom_seg
+from litenext_monai.transforms import LoadImage2D
+
+__all__ = ["Predictor", "segment_dicom_to_seg"]
+
+logger = logging.getLogger(__name__)
+
+
+def _check_finite(image: torch.Tensor, source: str) -> None:
+    if not bool(torch.isfinite(image).all()):
+        raise ValueError(f"{source}: the image contains NaN or infinite pixel values; nothing was segmented")
+
+
+class Predictor:
+    """Binary masks of 2D images at their own size, as the inference bundle computes them.
+
+    Args:
+        network: the segmentation network (``B×C×h×w`` → ``B×1×h×w`` logits), e.g. from
+            :func:`~litenext_monai.engines.load_network_from_checkpoint`.
+        settings: the checkpoint's inference settings (``in_channels``, ``image_size``,
+            ``modality``, ``threshold``).
+        device: where the network runs; default: where its parameters are.
+        batch_size: images per forward pass; 1 (the default) reproduces the bundle's batches of one
+            exactly, larger batches may differ in the last float bit and flip a borderline pixel.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        settings: Mapping[str, Any],
+        device: str | torch.device | None = None,
+        batch_size: int = 1,
+    ) -> None:
+        parameter = next(network.parameters(), None)
+        self.device = (
+            torch.device(device)
+            if device is not None
+            else (parameter.device if parameter is not None else torch.device("cpu"))
+        )
+        self.network = network.to(self.device).eval()
+        self.batch_size = max(1, int(batch_size))
+        self.loader = LoadImage2D(modality=str(settings["modality"]), channels=int(settings["in_channels"]))
+        self.resize = Resized(
+            keys="image",
+            spatial_size=[int(s) for s in settings["image_size"]],
+            mode="bilinear",
+            anti_aliasing=True,
+        )
+        self.postprocess = [
+            Invertd(keys="pred", transform=self.resize, orig_keys="image", nearest_interp=False),
+            Activationsd(keys="pred", sigmoid=True),
+            AsDiscreted(keys="pred", threshold=float(settings["threshold"])),
+        ]
+
+    def _frame_tensor(self, array: np.ndarray, meta: Mapping[str, Any], source: str) -> MetaTensor:
+        """One frame of a multi-frame file, normalised as :class:`LoadImage2D` normalises a file."""
+        loader = self.loader
+        if meta.get("voi_applied"):
+            image = normalize_intensity(array, "rgb", value_range=meta["value_range"])
+        else:
+            image = normalize_intensity(
+                array,
+                loader.modality,
+                value_range=meta.get("value_range"),
+                window=loader.window,
+                percentiles=loader.percentiles,
+            )
+        data = np.moveaxis(to_channels(image, loader.channels), -1, 0).astype(np.float32)
+        affine = torch.as_tensor(meta["affine"], dtype=torch.float64)
+        tensor_meta = {
+            "filename_or_obj": source,
+            "spatial_shape": np.asarray(meta["spatial_shape"]),
+            "original_channel_dim": 0,
+            "original_affine": affine.clone(),
+            "affine": affine,
+        }
+        return MetaTensor(torch.from_numpy(np.ascontiguousarray(data)), meta=tensor_meta)
+
+    def load(self, path: str | os.PathLike, frames: int = 1) -> list[MetaTensor]:
+        """The file's frames as the bundle loads them (``C×H×W`` float32 ``MetaTensor``s).
+
+        Raises:
+            ValueError: unreadable file, or NaN/Inf pixels (message names the file).
+        """
+        source = str(path)
+        if frames > 1:
+            images = [self._frame_tensor(a, m, source) for a, m in read_dicom_frames(path)]
+        else:
+            images = [self.loader(path)]
+        for image in images:
+            _check_finite(image, source)
+        return images
+
+    def predict_images(self, images: Sequence[MetaTensor]) -> list[np.ndarray]:
+        """``H×W`` uint8 {0, 1} masks of loaded images, each at its own size."""
+        masks: list[np.ndarray] = []
+        for start in range(0, len(images), self.batch_size):
+            items = [self.resize({"image": image}) for image in images[start : start + self.batch_size]]
+            sizes = {tuple(item["image"].shape) for item in items}
+            groups = [[item] for item in items] if len(sizes) > 1 else [items]
+            for group in groups:
+                batch = torch.stack([torch.as_tensor(item["image"]) for item in group]).to(self.device)
+                with torch.no_grad():
+                    logits = self.network(batch)
+                for item, logit in zip(group, logits.detach().cpu()):
+                    if logit.shape[0] != 1:
+                        raise ValueError(
+                            f"expected one output channel, got logits of shape {tuple(logit.shape)}"
+                        )
+                    item["pred"] = logit
+                    for transform in self.postprocess:
+                        item = transform(item)
+                    masks.append(np.asarray(torch.as_tensor(item["pred"])[0], dtype=np.uint8))
+        return masks
+
+    def predict(self, path: str | os.PathLike, frames: int = 1) -> list[np.ndarray]:
+        """Masks of every frame of one file."""
+        return self.predict_images(self.load(path, frames))
+
+
+def _algorithm_name(settings: Mapping[str, Any]) -> str:
+    target = str(settings.get("network_def", {}).get("_target_", "LiteNeXt"))
+    return target.rsplit(".", 1)[-1] or "LiteNeXt"
+
+
+def segment_dicom_to_seg(
+    files: Sequence[str | os.PathLike],
+    checkpoint: str | os.PathLike,
+    output_path: str | os.PathLike,
+    *,
+    network: nn.Module | None = None,
+    settings: Mapping[str, Any] | None = None,
+) -> Path:
+    """Segment one DICOM series (or one image) and write one BINARY DICOM SEG atomically.
+
+    The instances are segmented one by one in position order (Image Position (Patient) along
+    the slice normal, else Instance Number) and become the frames of the SEG in that order.
+
+    Args:
+        files: the instances of ONE series, in any order; or one single- or multi-frame file.
+        checkpoint: ``model.pt`` (with ``model.json`` beside it) or an MLflow model URI; used
+            for the settings and the hash when ``network``/``settings`` are not given.
+        output_path: the SEG to write.
+        network: an already loaded network (a long-running caller loads it once).
+        settings: its inference settings (from :func:`load_network_from_checkpoint`).
+
+    Returns:
+        ``output_path``.
+
+    Raises:
+        ValueError: unreadable files, several series, NaN/Inf pixels, or a source the SEG cannot
+            reference (every message names the file).
+    """
+    files = [Path(f) for f in files]
+    if not files:
+        raise ValueError("segment_dicom_to_seg: no input files")
+    if network is None:
+        network, settings = load_network_from_checkpoint(checkpoint)
+    elif settings is None:
+        settings = read_inference_settings(resolve_checkpoint_path(checkpoint))
+    assert settings is not None
+    digest = settings.get("checkpoint_sha256") or checkpoint_sha256(resolve_checkpoint_path(checkpoint))
+    headers = read_dicom_headers(files)
+    for path, header in zip(files, headers):
+        if "Rows" not in header or "Columns" not in header:
+            raise ValueError(f"{path}: not a DICOM image (no Rows/Columns)")
+    if len({str(h.get("SeriesInstanceUID", "")) for h in headers}) > 1:
+        raise ValueError(f"{files[0].parent}: the files belong to several series; pass one series at a time")
+    order = position_order(headers)
+    files, headers = [files[i] for i in order], [headers[i] for i in order]
+    predictor = Predictor(network, settings)
+    if len(files) == 1:
+        masks = predictor.predict(files[0], frames=int(headers[0].get("NumberOfFrames", 1) or 1))
+    else:
+        masks = predictor.predict_images([image for f in files for image in predictor.load(f)])
+    write_dicom_seg(
+        headers,
+        masks,
+        output_path,
+        segment=settings.get("segment"),
+        algorithm_name=_algorithm_name(settings),
+        algorithm_version=settings.get("package_version"),
+        checkpoint_sha256=digest,
+    )
+    logger.info("%d instance(s) segmented -> %s", len(masks), Path(output_path).name)
+    return Path(output_path)
