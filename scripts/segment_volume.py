@@ -13,8 +13,9 @@ INPUT is a 3D ``.nii``/``.nii.gz`` file or a folder holding one DICOM series. Th
 output: a ``.nii``/``.nii.gz`` file for a single input, otherwise a folder that receives
 ``<input name>_mask.nii.gz`` per input. Each mask is a ``uint8`` {0, 1} volume with its input's
 shape and affine. ``--config`` takes the training settings (``in_channels``, ``image_size``,
-``modality``, ``threshold``, ``network_def`` sizes) from the bundle's ``train.json``; flags given
-on the command line override it.
+``modality``, ``threshold``, ``network_def`` sizes) from the bundle's ``train.json``; a checkpoint
+with ``model.json`` beside it (written by training) needs neither; flags given on the command line
+override both.
 
 Exit status: 0 when every input was segmented, 1 when at least one failed (each failure is
 reported with its input and the others are still processed), 2 on bad arguments or an unusable
@@ -29,7 +30,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from litenext_monai.engines import load_inference_network, segment_volume
+from litenext_monai.engines import load_inference_network, read_inference_settings, segment_volume
+from litenext_monai.engines.checkpoint import resolve_checkpoint_path
 from litenext_monai.io import MODALITIES, is_nifti
 from litenext_monai.networks.litenext import SIZE_DIVISOR
 
@@ -116,11 +118,22 @@ def _settings(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict
             settings.update(_config_settings(args.config))
         except (OSError, ValueError) as err:
             parser.error(f"{args.config}: cannot read the bundle config ({err})")
+    try:  # a self-describing checkpoint (model.json beside model.pt) knows its own settings
+        described = read_inference_settings(resolve_checkpoint_path(args.checkpoint))
+    except FileNotFoundError:
+        described = {}
+    except ValueError as err:
+        parser.error(str(err))
+    settings.update(
+        {k: described[k] for k in ("in_channels", "image_size", "modality", "threshold") if k in described}
+    )
     for key in ("in_channels", "image_size", "modality", "threshold", "base_channels", "kernel_size"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
     if settings.get("in_channels") is None:
-        parser.error("--in-channels is required (or --config with the bundle's train.json)")
+        parser.error(
+            "--in-channels is required (or --config with the bundle's train.json, or a checkpoint with model.json)"
+        )
     height, width = (int(s) for s in settings["image_size"])
     if height < SIZE_DIVISOR or width < SIZE_DIVISOR or height % SIZE_DIVISOR or width % SIZE_DIVISOR:
         parser.error(

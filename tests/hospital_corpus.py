@@ -39,7 +39,9 @@ class Corpus:
     root: Path
     outputs: dict[str, str] = field(default_factory=dict)  # input (relative) -> output file name
     failures: dict[str, str] = field(default_factory=dict)  # input (relative) -> reason regex
-    seg_sources: dict[str, list[str]] = field(default_factory=dict)  # SEG name -> source inputs in slice order
+    seg_sources: dict[str, list[str]] = field(
+        default_factory=dict
+    )  # SEG name -> source inputs in slice order
 
     def inputs(self) -> list[str]:
         return sorted(set(self.outputs) | set(self.failures))
@@ -68,7 +70,12 @@ def build_corpus(root: Path) -> Corpus:
     # --- raster files that must work -------------------------------------------------------
     _png(c, "grey.png", Image.fromarray(grey), "grey_mask.png")
     _png(c, "rgb.png", Image.fromarray(np.stack([grey, grey[::-1], grey[:, ::-1]], -1)), "rgb_mask.png")
-    _png(c, "rgba.png", Image.fromarray(np.dstack([np.stack([grey] * 3, -1), np.full_like(grey, 200)])), "rgba_mask.png")
+    _png(
+        c,
+        "rgba.png",
+        Image.fromarray(np.dstack([np.stack([grey] * 3, -1), np.full_like(grey, 200)])),
+        "rgba_mask.png",
+    )
     _png(c, "palette.png", Image.fromarray(grey).convert("P"), "palette_mask.png")
     _png(c, "grey16.png", Image.fromarray(grey.astype(np.uint16) * 250), "grey16_mask.png")
     Image.fromarray(np.stack([grey] * 3, -1)).save(root / "photo.jpg", quality=90)
@@ -81,7 +88,13 @@ def build_corpus(root: Path) -> Corpus:
     Image.fromarray(grey).save(root / "collide.png")
     Image.fromarray(grey).save(root / "collide.jpg")
     tifffile.imwrite(root / "collide.tif", grey)
-    c.outputs.update({"collide.png": "collide_png_mask.png", "collide.jpg": "collide_jpg_mask.png", "collide.tif": "collide_tif_mask.png"})
+    c.outputs.update(
+        {
+            "collide.png": "collide_png_mask.png",
+            "collide.jpg": "collide_jpg_mask.png",
+            "collide.tif": "collide_tif_mask.png",
+        }
+    )
     write_ct_series(root, [disk_image()], names=["collide.dcm"])
     c.outputs["collide.dcm"] = "collide_seg.dcm"
     c.seg_sources["collide_seg.dcm"] = ["collide.dcm"]
@@ -104,12 +117,16 @@ def build_corpus(root: Path) -> Corpus:
     c.failures["archive.zip"] = r"unsupported file type '\.zip'"
     # --- DICOM -----------------------------------------------------------------------------------
     # a series without suffixes, file names out of slice order, at depth 2
-    series = write_ct_series(root / "study1" / "ct_series", [disk_image(radius=r) for r in (4, 8, 12)], names=["IM3", "IM1", "IM2"])
+    series = write_ct_series(
+        root / "study1" / "ct_series", [disk_image(radius=r) for r in (4, 8, 12)], names=["IM3", "IM1", "IM2"]
+    )
     for f in series:
         c.outputs[str(f.relative_to(root))] = "study1_ct_series_seg.dcm"
     c.seg_sources["study1_ct_series_seg.dcm"] = [str(f.relative_to(root)) for f in series]
     # a series whose sex is spelled out (non-conformant): still a valid SEG
-    female = write_ct_series(root / "female", [disk_image(radius=6), disk_image(radius=9)], patient_sex="female")
+    female = write_ct_series(
+        root / "female", [disk_image(radius=6), disk_image(radius=9)], patient_sex="female"
+    )
     for f in female:
         c.outputs[str(f.relative_to(root))] = "female_seg.dcm"
     c.seg_sources["female_seg.dcm"] = [str(f.relative_to(root)) for f in female]
@@ -147,7 +164,10 @@ def build_corpus(root: Path) -> Corpus:
     c.failures["truncated.dcm"] = r"truncated|unreadable"
     sr = Dataset()
     sr.file_meta = FileMetaDataset()
-    sr.file_meta.MediaStorageSOPClassUID, sr.file_meta.MediaStorageSOPInstanceUID = BasicTextSRStorage, generate_uid()
+    sr.file_meta.MediaStorageSOPClassUID, sr.file_meta.MediaStorageSOPInstanceUID = (
+        BasicTextSRStorage,
+        generate_uid(),
+    )
     sr.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     sr.SOPClassUID, sr.SOPInstanceUID = BasicTextSRStorage, sr.file_meta.MediaStorageSOPInstanceUID
     sr.PatientName, sr.PatientID, sr.Modality = PHI[0], PHI[1], "SR"

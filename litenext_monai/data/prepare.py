@@ -24,11 +24,19 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tifffile
 
-from litenext_monai.io import atomic_write, write_image_png, write_mask_png, write_nifti
+from litenext_monai.io import (
+    atomic_write,
+    load_pseudonym_secret,
+    write_image_png,
+    write_mask_png,
+    write_nifti,
+)
+from litenext_monai.io import pseudonym_secret as use_pseudonym_secret
 
 from .layouts import get_layout
 from .layouts.base import Case, relative
@@ -61,17 +69,19 @@ def _merge_masks(case: Case, masks: list[np.ndarray]) -> np.ndarray:
     return merged.astype(np.uint8)
 
 
-def _load_case(case: Case, raw_dir: Path, report: ValidationReport) -> tuple[np.ndarray, dict, np.ndarray] | None:
+def _load_case(
+    case: Case, raw_dir: Path, report: ValidationReport
+) -> tuple[np.ndarray, dict, np.ndarray] | None:
     """Read and check one case; record problems and return ``None`` when it must be dropped."""
     image_name = relative(case.image_file, raw_dir)
     try:
         image, meta = case.load_image()
-    except (OSError, ValueError) as err:
-        report.error("unreadable", image_name, str(err))
+    except Exception as err:  # any reader failure is this file's problem, never the whole dataset's
+        report.error("unreadable", image_name, str(err) or type(err).__name__)
         return None
     try:
         masks = case.load_masks()
-    except (OSError, ValueError) as err:
+    except Exception as err:  # as above, for the masks
         report.error("unreadable", ", ".join(relative(m, raw_dir) for m in case.mask_files), str(err))
         return None
     if not masks:
@@ -80,7 +90,9 @@ def _load_case(case: Case, raw_dir: Path, report: ValidationReport) -> tuple[np.
     for mask, mask_file in zip(masks, case.mask_files, strict=False):
         mask_name = relative(mask_file, raw_dir)
         if mask.shape[:2] != image.shape[:2]:
-            report.error("size_mismatch", mask_name, f"mask {mask.shape[:2]} vs image {image.shape[:2]} ({image_name})")
+            report.error(
+                "size_mismatch", mask_name, f"mask {mask.shape[:2]} vs image {image.shape[:2]} ({image_name})"
+            )
             return None
         check_mask_values(mask, mask_name, case.mask_kind, report)
     return image, meta, _merge_masks(case, masks)
@@ -107,7 +119,12 @@ def _write_case(case: Case, image: np.ndarray, meta: dict, mask: np.ndarray, out
             write_image_png(data, out_dir / image_rel)
         mask_rel = f"masks/{case.case_id}.png"
         write_mask_png(mask, out_dir / mask_rel)
-    entry = {"image": image_rel, "label": mask_rel, "case_id": case.case_id, "patient": case.patient or case.case_id}
+    entry = {
+        "image": image_rel,
+        "label": mask_rel,
+        "case_id": case.case_id,
+        "patient": case.patient or case.case_id,
+    }
     entry.update(case.extra)
     return entry
 
@@ -163,6 +180,7 @@ def prepare_dataset(
     fold: int = 0,
     strict: bool = False,
     validate_only: bool = False,
+    pseudonym_secret: str | bytes | None = None,
     **options: object,
 ) -> PreparedDataset:
     """Convert the release of dataset ``name`` found in ``raw_dir`` into the standard layout.
@@ -180,6 +198,10 @@ def prepare_dataset(
         strict: warnings are errors: nothing but images/masks is written when any problem exists
             and :class:`~litenext_monai.data.validation.ValidationError` is raised.
         validate_only: read and check everything, write nothing.
+        pseudonym_secret: key of the DICOM patient pseudonyms (HMAC-SHA-256) in the datalist;
+            default: the environment variable ``LITENEXT_PSEUDONYM_SECRET``, else the secret file
+            ``OUT_DIR/.pseudonym_secret`` (created with mode 0600 on first use, never written into
+            the datalist or a log). Keep it to get the same pseudonyms when preparing again.
         options: layout-specific options (e.g. ``axis`` for NIfTI volumes).
 
     Returns:
@@ -202,6 +224,27 @@ def prepare_dataset(
         if out_path == raw_dir or raw_dir in out_path.parents:
             raise ValueError(f"{out_path}: output must not be inside the raw dataset folder {raw_dir}")
     report = ValidationReport()
+    with use_pseudonym_secret(load_pseudonym_secret(out_path, pseudonym_secret)):
+        return _prepare(
+            layout, name, raw_dir, out_path, report, seed, ratios, split, n_folds, fold, strict, options
+        )
+
+
+def _prepare(
+    layout: Any,
+    name: str,
+    raw_dir: Path,
+    out_path: Path | None,
+    report: ValidationReport,
+    seed: int,
+    ratios: Sequence[float] | None,
+    split: str | None,
+    n_folds: int | None,
+    fold: int,
+    strict: bool,
+    options: dict[str, object],
+) -> PreparedDataset:
+    """The body of :func:`prepare_dataset`, run with the dataset's pseudonym secret active."""
     cases = layout.discover(raw_dir, report, **options)
     policy = layout.split if split in (None, "default") else ("ratio" if split == "random" else split)
     if policy == "official" and split == "official" and not any(c.subset == "test" for c in cases):

@@ -76,6 +76,7 @@ class Job:
     series_uid: str
     state: str = PENDING
     attempts: int = 0
+    refusals: int = 0
     last_error: str = ""
     #: ``time.monotonic()`` before which no new delivery attempt is made (not persisted).
     not_before: float = field(default=0.0, compare=False)
@@ -97,6 +98,7 @@ class Job:
             "series_uid": self.series_uid,
             "state": self.state,
             "attempts": self.attempts,
+            "refusals": self.refusals,
             "last_error": self.last_error,
         }
 
@@ -222,9 +224,11 @@ class JobQueue:
             job.state = SEGMENTED
             self._save(job)
 
-    def record_send_failure(self, job: Job, error: str, retry_in: float) -> None:
+    def record_send_failure(self, job: Job, error: str, retry_in: float, refused: bool = False) -> None:
+        """Count a failed delivery (``refused``: the destination answered with a failure status)."""
         with self._lock:
             job.attempts += 1
+            job.refusals += int(refused)
             job.last_error = error
             job.not_before = time.monotonic() + retry_in
             self._save(job)
@@ -291,6 +295,7 @@ class JobQueue:
             series_uid=saved.get("series_uid") or self._series_uid_from_files(instances),
             state=saved.get("state", PENDING),
             attempts=int(saved.get("attempts", 0)),
+            refusals=int(saved.get("refusals", 0)),
             last_error=saved.get("last_error", ""),
         )
         if job.state not in (PENDING, SEGMENTED) or (job.state == SEGMENTED and not job.seg_path.is_file()):

@@ -9,6 +9,7 @@ back-off until the destination acknowledges it.
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -54,6 +55,35 @@ def checkpoint_segmenter(checkpoint: str, device: str = "cpu") -> Segmenter:
     return segment
 
 
+def _write_warm_up_series(folder: Path, size: int = 32) -> list[Path]:
+    """Two synthetic MR slices (no patient data) that any image segmenter should accept."""
+    import numpy as np
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    folder.mkdir(parents=True, exist_ok=True)
+    study, series, frame = generate_uid(), generate_uid(), generate_uid()
+    paths = []
+    for index in range(2):
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, generate_uid()
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
+        ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Warm^Up", "WARMUP", "", "O"
+        ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber = "20000101", "000000", "1", ""
+        ds.ReferringPhysicianName, ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "", "MR", 1, index + 1
+        ds.ImagePositionPatient, ds.ImageOrientationPatient = [0.0, 0.0, float(index)], [1, 0, 0, 0, 1, 0]
+        ds.PixelSpacing, ds.SliceThickness = [1.0, 1.0], 1.0
+        ds.Rows = ds.Columns = size
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.PixelData = np.arange(size * size, dtype=np.uint16).tobytes()
+        paths.append(folder / f"{index}.dcm")
+        ds.save_as(paths[-1], enforce_file_format=True)
+    return paths
+
+
 class DicomNode:
     """A Storage SCP that answers every received series with a DICOM SEG.
 
@@ -71,6 +101,9 @@ class DicomNode:
         max_refusals: a SEG that the destination refuses (failure status) this many times is moved
             to ``failed/``; unreachable destinations are retried for ever.
         network_timeout: seconds for connecting to and waiting on the destination.
+        warm_up: before listening, segment a synthetic two-slice series once, so that the first
+            real series does not pay for one-time initialisation (highdicom loads its tables of
+            the standard, several seconds, on first use).
     """
 
     def __init__(
@@ -87,6 +120,7 @@ class DicomNode:
         retry_max_seconds: float = 60.0,
         max_refusals: int = 5,
         network_timeout: float = 30.0,
+        warm_up: bool = True,
     ) -> None:
         if quiet_seconds <= 0:
             raise ValueError(f"quiet_seconds must be positive, got {quiet_seconds}")
@@ -100,6 +134,7 @@ class DicomNode:
         self.retry_max_seconds = retry_max_seconds
         self.max_refusals = max_refusals
         self.network_timeout = network_timeout
+        self.warm_up = warm_up
         self.queue = JobQueue(storage)
         self.receiver = StorageReceiver(self.queue, self.redactor, on_sealed=lambda jobs: self._wake())
         self._wakeup = threading.Condition()
@@ -125,6 +160,8 @@ class DicomNode:
                 counts["sealed_incoming"],
                 counts["segmented"],
             )
+        if self.warm_up:
+            self._warm_up()
         self._threads = [
             threading.Thread(target=self._segment_loop, name="litenext-segment", daemon=True),
             threading.Thread(target=self._send_loop, name="litenext-send", daemon=True),
@@ -147,6 +184,18 @@ class DicomNode:
             self.destination,
             self.quiet_seconds,
         )
+
+    def _warm_up(self) -> None:
+        folder = self.queue.tmp_dir / "warm-up"
+        start = time.perf_counter()
+        try:
+            files = _write_warm_up_series(folder)
+            self.segmenter(files, folder / "seg.dcm")
+            logger.info("Warm-up segmentation took %.2f s", time.perf_counter() - start)
+        except Exception as err:  # noqa: BLE001 - only a speed-up; real series report their own errors
+            logger.warning("Warm-up segmentation failed (%s: %s); continuing", type(err).__name__, err)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
     def stop(self, drain: bool = True, association_grace: float = 30.0) -> None:
         """Stop listening; with ``drain``, segment and send everything queued first.
@@ -293,20 +342,19 @@ class DicomNode:
         try:
             send_file(job.seg_path, self.destination, self.ae_title, timeout=self.network_timeout)
         except SendError as err:
-            refusals = job.attempts + 1
-            if err.refused and refusals >= self.max_refusals:
+            if err.refused and job.refusals + 1 >= self.max_refusals:
                 self.failed += 1
                 where = self.queue.mark_failed(job, str(err))
                 logger.error(
                     "SEG of series %s refused %d times, giving up: %s; kept in %s",
                     job.series_uid,
-                    refusals,
+                    job.refusals + 1,
                     err,
                     where,
                 )
                 return
             delay = min(self.retry_max_seconds, 2.0**job.attempts)
-            self.queue.record_send_failure(job, str(err), delay)
+            self.queue.record_send_failure(job, str(err), delay, refused=err.refused)
             logger.warning(
                 "SEG of series %s not delivered (attempt %d): %s; retrying in %g s",
                 job.series_uid,

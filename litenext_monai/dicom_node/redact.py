@@ -57,11 +57,17 @@ class PatientRedactor(logging.Filter):
     """A logging filter that replaces known patient names and IDs with ``[redacted]``.
 
     Attach it to the handlers (not the loggers), so that records of every library pass through it.
+
+    Args:
+        capacity: how many strings are remembered; the least recently seen are forgotten first,
+            which bounds memory and the cost per record of a node that runs for months.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, capacity: int = 20000) -> None:
         super().__init__()
+        self.capacity = capacity
         self._lock = threading.Lock()
+        self._recent: dict[str, None] = {}
         self._strings: tuple[str, ...] = ()
 
     def add_dataset(self, ds: Dataset) -> None:
@@ -78,10 +84,17 @@ class PatientRedactor(logging.Filter):
 
     def add(self, strings: set[str]) -> None:
         with self._lock:
-            new = set(strings) - set(self._strings)
-            if new:
+            changed = False
+            for value in strings:
+                changed |= value not in self._recent
+                self._recent.pop(value, None)
+                self._recent[value] = None  # most recent last
+            while len(self._recent) > self.capacity:
+                del self._recent[next(iter(self._recent))]
+                changed = True
+            if changed:
                 # Longest first, so that a whole name is replaced before its components.
-                self._strings = tuple(sorted(set(self._strings) | new, key=len, reverse=True))
+                self._strings = tuple(sorted(self._recent, key=len, reverse=True))
 
     def redact(self, text: str) -> str:
         for value in self._strings:

@@ -46,6 +46,7 @@ __all__ = [
     "inference_settings_path",
     "load_network_from_checkpoint",
     "load_state_dict",
+    "model_metadata",
     "network_config",
     "read_inference_settings",
     "resolve_checkpoint_path",
@@ -61,6 +62,9 @@ _EXPLICIT_HINT = (
 
 # Constructor arguments that MONAI networks keep under another attribute name.
 _ATTRIBUTE_ALIASES = {"spatial_dims": ("dimensions",)}
+
+#: The bundle metadata of the trained network, written beside ``model.pt`` by training.
+MODEL_METADATA = "metadata.json"
 
 #: Keys every ``model.json`` holds.
 REQUIRED_SETTINGS = ("network_def", "in_channels", "out_channels", "image_size", "modality", "threshold")
@@ -144,7 +148,10 @@ def write_inference_settings(ckpt_path: str | os.PathLike, settings: Mapping[str
     """Write ``settings`` as ``model.json`` beside ``ckpt_path``, atomically.
 
     ``package_version`` is filled in with the installed ``litenext-monai`` version when absent, and
-    ``in_channels``/``out_channels`` from ``network_def`` (``out_channels`` defaults to 1).
+    ``in_channels``/``out_channels`` from ``network_def`` (``out_channels`` defaults to 1). A
+    ``bundle_metadata`` entry (the bundle's ``metadata.json`` content) is not stored in
+    ``model.json``: it is written as ``metadata.json`` beside the checkpoint with its
+    ``network_data_format`` following the trained channels (:func:`model_metadata`).
 
     Returns:
         The path of the JSON file.
@@ -153,6 +160,8 @@ def write_inference_settings(ckpt_path: str | os.PathLike, settings: Mapping[str
         ValueError: required keys missing or values that are not plain JSON.
     """
     path = inference_settings_path(ckpt_path)
+    settings = dict(settings)
+    bundle_metadata = settings.pop("bundle_metadata", None)
     try:
         data = _plain(settings)
     except TypeError as err:
@@ -164,8 +173,34 @@ def write_inference_settings(ckpt_path: str | os.PathLike, settings: Mapping[str
             if key not in data and network_def.get(key, default) is not None:
                 data[key] = network_def.get(key, default)
     _check_settings(data, str(path))
+    if bundle_metadata:
+        meta = json.dumps(model_metadata(_plain(bundle_metadata), data), indent=2) + "\n"
+        atomic_write(path.with_name(MODEL_METADATA), lambda tmp: tmp.write_text(meta, encoding="utf-8"))
     text = json.dumps(data, indent=2) + "\n"
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def model_metadata(metadata: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The bundle's ``metadata.json`` with ``network_data_format`` describing the trained network.
+
+    ``inputs.image.num_channels``/``channel_def`` follow ``in_channels`` and
+    ``outputs.pred.num_channels`` follows ``out_channels``, so MONAI's ``verify_net_in_out`` with
+    this file checks the network that was actually trained (e.g. a 1-channel model).
+    """
+    meta = json.loads(json.dumps(metadata))
+    formats = meta.setdefault("network_data_format", {})
+    image = formats.setdefault("inputs", {}).setdefault("image", {})
+    channels = int(settings["in_channels"])
+    image["num_channels"] = channels
+    image["channel_def"] = (
+        {"0": "R", "1": "G", "2": "B"}
+        if channels == 3
+        else {str(c): "grey" if channels == 1 else f"channel {c}" for c in range(channels)}
+    )
+    if channels == 1 and str(image.get("modality", "")).upper() == "RGB":
+        image["modality"] = "grey"
+    formats.setdefault("outputs", {}).setdefault("pred", {})["num_channels"] = int(settings["out_channels"])
+    return meta
 
 
 def read_inference_settings(ckpt_path: str | os.PathLike) -> dict[str, Any]:
@@ -368,11 +403,15 @@ def checkpoint_network(
 
 
 def dicom_seg_metadata(ckpt_path: str | os.PathLike, settings: Mapping[str, Any]) -> dict[str, Any]:
-    """Keyword arguments of :func:`~litenext_monai.io.dicom_seg.write_dicom_seg` for a checkpoint."""
+    """Keyword arguments of :func:`~litenext_monai.io.dicom_seg.write_dicom_seg` for a checkpoint.
+
+    The hash is ``settings["checkpoint_sha256"]`` when the settings came from
+    :func:`load_network_from_checkpoint`, else computed from ``ckpt_path``.
+    """
     target = str(settings.get("network_def", {}).get("_target_", "LiteNeXt"))
     return {
         "segment": settings.get("segment"),
         "algorithm_name": target.rsplit(".", 1)[-1] or "LiteNeXt",
         "algorithm_version": settings.get("package_version") or _package_version(),
-        "checkpoint_sha256": checkpoint_sha256(ckpt_path),
+        "checkpoint_sha256": settings.get("checkpoint_sha256") or checkpoint_sha256(ckpt_path),
     }

@@ -96,6 +96,9 @@ class FailureReport:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
+        if not self.total:  # inputs not listed through inference_items (e.g. a datalist evaluation)
+            dataset = getattr(getattr(engine.state, "dataloader", None), "dataset", None)
+            self.total = len(dataset) if dataset is not None else 0
         self.finish()
         engine.state.metrics[self.metric_name] = len(self.failures)
         if self.failures:

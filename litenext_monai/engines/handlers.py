@@ -173,7 +173,8 @@ class BestModelSaver:
         save_path: the inference checkpoint, e.g. ``models/model.pt``.
         network: the network whose ``state_dict`` is saved (a DDP wrapper is unwrapped).
         metric_name: key of the validator's ``state.metrics`` to maximise (or minimise).
-        mode: ``"max"`` or ``"min"``.
+        mode: ``"max"`` or ``"min"``; ``"last"`` keeps the latest validated epoch instead (LV-UNet's
+            deep training is evaluated at its last epoch, whose activations can be fused exactly).
         settings: what inference needs to rebuild and use the network (``network_def``,
             ``in_channels``, ``image_size``, ``modality``, ``threshold``, ``segment``, see
             :mod:`litenext_monai.engines.checkpoint`); when given, it is written as ``model.json``
@@ -190,13 +191,13 @@ class BestModelSaver:
         mode: str = "max",
         settings: Mapping[str, Any] | None = None,
     ) -> None:
-        if mode not in ("max", "min"):
-            raise ValueError(f"mode must be 'max' or 'min', got {mode!r}.")
+        if mode not in ("max", "min", "last"):
+            raise ValueError(f"mode must be 'max', 'min' or 'last', got {mode!r}.")
         self.save_path = Path(save_path)
         self.network = network
         self.metric_name = metric_name
         self.mode = mode
-        self.best_metric = -math.inf if mode == "max" else math.inf
+        self.best_metric = math.inf if mode == "min" else -math.inf
         self.best_epoch = -1
         self.settings = dict(settings) if settings is not None else None
         self._settings_checked = False
@@ -225,7 +226,10 @@ class BestModelSaver:
                 f"BestModelSaver: metric {self.metric_name!r} not in {sorted(engine.state.metrics)}."
             )
         value = float(engine.state.metrics[self.metric_name])
-        better = value > self.best_metric if self.mode == "max" else value < self.best_metric
+        if self.mode == "last":
+            better = True
+        else:
+            better = value > self.best_metric if self.mode == "max" else value < self.best_metric
         if better and not math.isnan(value):
             self.best_metric, self.best_epoch = value, int(engine.state.epoch)
             network = getattr(self.network, "module", self.network)

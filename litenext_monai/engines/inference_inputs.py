@@ -129,6 +129,15 @@ def _dicom_header(path: Path) -> Dataset:
     return ds
 
 
+def _partial_series_uid(path: Path) -> str:
+    """The Series Instance UID of a damaged DICOM file, when its header got that far."""
+    try:
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
+        return str(ds.get("SeriesInstanceUID", "") or "")
+    except Exception:  # nothing readable: the file is reported on its own
+        return ""
+
+
 class _Namer:
     """Unique output file names: the stem, the stem with its suffix tag on a collision, then a counter."""
 
@@ -195,6 +204,7 @@ def list_inference_items(
 
     singles: list[Path] = []
     series: dict[str, list[tuple[Path, Dataset]]] = defaultdict(list)
+    broken: dict[str, list[tuple[Path, str]]] = defaultdict(list)
     for path in paths:
         if not path.is_file():
             report.add(path, "no such file")
@@ -214,10 +224,22 @@ def list_inference_items(
         try:
             header = _dicom_header(path)
         except ValueError as err:
-            report.add(path, str(err))
+            uid = _partial_series_uid(path)
+            if uid:  # a truncated slice takes its series down with it (a SEG must cover every slice)
+                broken[uid].append((path, str(err)))
+            else:
+                report.add(path, str(err))
             continue
         uid = str(header.get("SeriesInstanceUID", "") or "") or f"file:{path}"
         series[uid].append((path, header))
+    for uid, bad_members in broken.items():
+        for path, reason in bad_members:
+            report.add(path, reason)
+        for path, _ in series.pop(uid, []):
+            report.add(
+                path,
+                f"not segmented: {bad_members[0][0].name} of the same DICOM series failed, so no SEG was written",
+            )
 
     def readable(path: Path) -> bool:
         if not check_readable:
@@ -271,7 +293,7 @@ def list_inference_items(
             tag = "series"
         index = len(entries)
         namer.request(index, stem, tag, "dicom-seg")
-        key = f"series{index}"
+        key = f"series{index}" if len(files) > 1 else ""
         for k, f in enumerate(files):
             entries.append(
                 {

@@ -261,6 +261,16 @@ def _signature_and_example(settings: Mapping[str, Any]) -> tuple[Any, np.ndarray
     return signature, example
 
 
+@contextmanager
+def _failed_on_error(client: MlflowClient, model_id: str) -> Iterator[None]:
+    """Mark the logged model FAILED (not forever PENDING) when logging its files raises."""
+    try:
+        yield
+    except BaseException:
+        client.finalize_logged_model(model_id, "FAILED")
+        raise
+
+
 @dataclass
 class LoggedCheckpoint:
     """What :func:`log_checkpoint_model` logged: the model URI and id, and the registered version."""
@@ -330,22 +340,23 @@ def log_checkpoint_model(
         staged_ckpt, staged_settings = Path(tmp) / CHECKPOINT_FILE, Path(tmp) / SETTINGS_FILE
         shutil.copyfile(checkpoint, staged_ckpt)
         staged_settings.write_text(json.dumps(settings, indent=2), encoding="utf-8")
-        with _use_tracking_uri(tracking_uri), torch.no_grad():
-            info = mlflow.pytorch.log_model(
-                network,
-                name=name,
-                run_id=run_id,
-                model_id=logged.model_id,
-                signature=signature,
-                input_example=example,
-                metadata=settings,
-                extra_files=[str(staged_ckpt), str(staged_settings)],
-                pip_requirements=_pip_requirements(),
-                serialization_format="pt2",
-                # MLflow validates the example through a list-typed payload that its own PyTorch
-                # pyfunc rejects; the served model parses tensors from JSON correctly (tested).
-                validate_serving_input=False,
-            )
+        with _use_tracking_uri(tracking_uri):
+            with torch.no_grad(), _failed_on_error(client, logged.model_id):
+                info = mlflow.pytorch.log_model(
+                    network,
+                    name=name,
+                    run_id=run_id,
+                    model_id=logged.model_id,
+                    signature=signature,
+                    input_example=example,
+                    metadata=settings,
+                    extra_files=[str(staged_ckpt), str(staged_settings)],
+                    pip_requirements=_pip_requirements(),
+                    serialization_format="pt2",
+                    # validation would load and run the exported model once more at the end of every
+                    # training; serving the logged model is covered by the tests instead
+                    validate_serving_input=False,
+                )
             result = LoggedCheckpoint(info.model_uri, logged.model_id, run_id)
             if register_model:
                 version = mlflow.register_model(
@@ -567,7 +578,11 @@ class MLflowLineage:
         tags = provenance_tags()
         model_id = None
         if self.checkpoint is not None:
-            lineage = checkpoint_lineage(self.checkpoint, client)
+            try:
+                lineage = checkpoint_lineage(self.checkpoint, client)
+            except ValueError as err:  # lineage is bookkeeping: never stop the evaluation for it
+                logger.warning("MLflowLineage: cannot trace %s to its training run: %s", self.checkpoint, err)
+                lineage = {TAG_CHECKPOINT: str(self.checkpoint)}
             model_id = lineage.get(TAG_MODEL_ID)
             tags.update(lineage)
         for key, value in tags.items():

@@ -27,7 +27,7 @@ from monai.transforms import Activationsd, AsDiscreted, Invertd, Resized
 from torch import nn
 
 from litenext_monai.engines.checkpoint import (
-    checkpoint_sha256,
+    dicom_seg_metadata,
     load_network_from_checkpoint,
     read_inference_settings,
     resolve_checkpoint_path,
@@ -153,11 +153,6 @@ class Predictor:
         return self.predict_images(self.load(path, frames))
 
 
-def _algorithm_name(settings: Mapping[str, Any]) -> str:
-    target = str(settings.get("network_def", {}).get("_target_", "LiteNeXt"))
-    return target.rsplit(".", 1)[-1] or "LiteNeXt"
-
-
 def segment_dicom_to_seg(
     files: Sequence[str | os.PathLike],
     checkpoint: str | os.PathLike,
@@ -194,7 +189,7 @@ def segment_dicom_to_seg(
     elif settings is None:
         settings = read_inference_settings(resolve_checkpoint_path(checkpoint))
     assert settings is not None
-    digest = settings.get("checkpoint_sha256") or checkpoint_sha256(resolve_checkpoint_path(checkpoint))
+    local = settings.get("checkpoint") or resolve_checkpoint_path(checkpoint)
     headers = read_dicom_headers(files)
     for path, header in zip(files, headers):
         if "Rows" not in header or "Columns" not in header:
@@ -208,14 +203,6 @@ def segment_dicom_to_seg(
         masks = predictor.predict(files[0], frames=int(headers[0].get("NumberOfFrames", 1) or 1))
     else:
         masks = predictor.predict_images([image for f in files for image in predictor.load(f)])
-    write_dicom_seg(
-        headers,
-        masks,
-        output_path,
-        segment=settings.get("segment"),
-        algorithm_name=_algorithm_name(settings),
-        algorithm_version=settings.get("package_version"),
-        checkpoint_sha256=digest,
-    )
+    write_dicom_seg(headers, masks, output_path, **dicom_seg_metadata(local, settings))
     logger.info("%d instance(s) segmented -> %s", len(masks), Path(output_path).name)
     return Path(output_path)

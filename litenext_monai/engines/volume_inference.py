@@ -22,6 +22,12 @@ from monai.transforms import Resize
 from monai.utils import convert_to_tensor
 from torch import nn
 
+from litenext_monai.engines.checkpoint import (
+    inference_settings_path,
+    load_network_from_checkpoint,
+    load_state_dict,
+    resolve_checkpoint_path,
+)
 from litenext_monai.io import (
     DEFAULT_CT_WINDOW,
     DEFAULT_PERCENTILES,
@@ -35,7 +41,7 @@ from litenext_monai.io import (
     to_channels,
     write_nifti,
 )
-from litenext_monai.networks import LiteNeXt
+from litenext_monai.networks import LiteNeXt, reparameterize
 
 __all__ = ["load_inference_network", "segment_volume"]
 
@@ -43,43 +49,59 @@ logger = logging.getLogger(__name__)
 
 
 def load_inference_network(
-    checkpoint: str | os.PathLike, in_channels: int, out_channels: int = 1, **network_kwargs: object
-) -> LiteNeXt:
-    """Build a :class:`~litenext_monai.networks.LiteNeXt` and load a bundle checkpoint into it.
+    checkpoint: str | os.PathLike,
+    in_channels: int | None = None,
+    out_channels: int = 1,
+    deploy: bool = True,
+    **network_kwargs: object,
+) -> nn.Module:
+    """Load a bundle checkpoint as a network in eval mode on the CPU.
+
+    A self-describing checkpoint (``model.json`` beside ``model.pt``, written by training) needs
+    nothing else: the network is built from its ``network_def``
+    (:func:`~litenext_monai.engines.load_network_from_checkpoint`). For an older checkpoint
+    without one, a :class:`~litenext_monai.networks.LiteNeXt` is built from the arguments.
 
     Args:
         checkpoint: a ``model.pt`` holding the network's ``state_dict`` (what the bundle's
-            ``BestModelSaver`` writes to ``models/model.pt``).
-        in_channels: image channels the network was trained with (``in_channels`` in ``train.json``).
-        out_channels: output channels (1 for binary segmentation).
-        network_kwargs: further :class:`LiteNeXt` arguments (``base_channels``, ``kernel_size``) when
-            the bundle changed them.
+            ``BestModelSaver`` writes to ``models/model.pt``), or an MLflow model URI.
+        in_channels: image channels the network was trained with; required without ``model.json``,
+            and checked against it when given.
+        out_channels: output channels (1 for binary segmentation) of a checkpoint without ``model.json``.
+        deploy: convert the network to its inference form (:func:`litenext_monai.networks.reparameterize`).
+        network_kwargs: further :class:`LiteNeXt` arguments (``base_channels``, ``kernel_size``) of a
+            checkpoint without ``model.json``.
 
     Returns:
         The network in eval mode on the CPU.
 
     Raises:
         FileNotFoundError: no such checkpoint.
-        ValueError: the file is not a ``state_dict`` or does not fit the network (message names it).
+        ValueError: the file is not a ``state_dict``, does not fit the network, contradicts
+            ``in_channels``, or ``in_channels`` is missing for a checkpoint without ``model.json``.
     """
-    checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"{checkpoint}: no such checkpoint file")
+    local = resolve_checkpoint_path(checkpoint)
+    if inference_settings_path(local).is_file():
+        network, settings = load_network_from_checkpoint(local, deploy=deploy)
+        if in_channels is not None and int(in_channels) != int(settings["in_channels"]):
+            raise ValueError(
+                f"{checkpoint}: trained with in_channels={settings['in_channels']} (model.json), not {in_channels}"
+            )
+        return network
+    if not Path(local).is_file():
+        raise FileNotFoundError(f"{local}: no such checkpoint file")
+    if in_channels is None:
+        raise ValueError(f"{checkpoint}: no model.json beside the checkpoint, so in_channels must be given")
     network = LiteNeXt(spatial_dims=2, in_channels=in_channels, out_channels=out_channels, **network_kwargs)
     try:
-        # weights_only refuses pickled code: a checkpoint from elsewhere cannot run anything on load.
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for foreign or damaged files
-        raise ValueError(f"{checkpoint}: not a readable PyTorch state_dict ({err})") from err
-    if not isinstance(state, dict):
-        raise ValueError(f"{checkpoint}: expected a state_dict, found {type(state).__name__}")
-    try:
-        network.load_state_dict(state)
-    except RuntimeError as err:
+        load_state_dict(network, local)
+    except ValueError as err:
         raise ValueError(
-            f"{checkpoint}: weights do not fit LiteNeXt(in_channels={in_channels}, out_channels={out_channels}"
-            f"{''.join(f', {k}={v}' for k, v in network_kwargs.items())}) ({err})"
+            f"{err}; built as LiteNeXt(in_channels={in_channels}, out_channels={out_channels}"
+            f"{''.join(f', {k}={v}' for k, v in network_kwargs.items())})"
         ) from err
+    if deploy:
+        reparameterize(network)
     return network.eval()
 
 

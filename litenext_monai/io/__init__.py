@@ -10,9 +10,13 @@ from __future__ import annotations
 from .atomic import TEMP_PREFIX, atomic_write, remove_stale_temporaries
 from .dicom import (
     DICOM_SUFFIXES,
+    PSEUDONYM_SECRET_ENV,
+    PSEUDONYM_SECRET_FILE,
     dicom_affine,
     is_dicom,
+    load_pseudonym_secret,
     patient_key,
+    pseudonym_secret,
     read_dicom,
     read_dicom_frames,
     read_dicom_series,
@@ -88,4 +92,8 @@ __all__ = [
     "OUTPUT_FORMATS",
     "OUTPUT_SUFFIXES",
     "output_format_for",
+    "PSEUDONYM_SECRET_ENV",
+    "PSEUDONYM_SECRET_FILE",
+    "load_pseudonym_secret",
+    "pseudonym_secret",
 ]

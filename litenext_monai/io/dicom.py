@@ -7,13 +7,19 @@ plugins (pylibjpeg with its libjpeg and openjpeg back-ends, or Pillow); what non
 decode is rejected with a message naming the file and the transfer syntax.
 
 Patient identifiers never appear in messages or metadata: the patient is reduced to
-:func:`patient_key`, a one-way hash.
+:func:`patient_key`, an HMAC-SHA-256 pseudonym keyed with a per-dataset secret kept outside the
+datalist (:func:`load_pseudonym_secret`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
+import hmac
 import os
+import secrets
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +33,11 @@ from .normalize import apply_voi_window
 __all__ = [
     "DICOM_SUFFIXES",
     "is_dicom",
+    "PSEUDONYM_SECRET_ENV",
+    "PSEUDONYM_SECRET_FILE",
+    "load_pseudonym_secret",
     "patient_key",
+    "pseudonym_secret",
     "read_dicom",
     "read_dicom_frames",
     "read_dicom_series",
@@ -35,6 +45,15 @@ __all__ = [
 ]
 
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
+
+#: Environment variable that can hold the pseudonym secret (instead of the dataset's secret file).
+PSEUDONYM_SECRET_ENV = "LITENEXT_PSEUDONYM_SECRET"
+#: File of the per-dataset pseudonym secret, in the prepared dataset's folder.
+PSEUDONYM_SECRET_FILE = ".pseudonym_secret"
+_PROCESS_SECRET = secrets.token_bytes(32)
+_ACTIVE_SECRET: contextvars.ContextVar[bytes] = contextvars.ContextVar(
+    "pseudonym_secret", default=_PROCESS_SECRET
+)
 
 # LPS (DICOM patient space) to RAS (NIfTI/MONAI world space).
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -55,16 +74,67 @@ def is_dicom(path: str | os.PathLike) -> bool:
         return False
 
 
-def patient_key(ds: Dataset) -> str:
-    """A stable pseudonym for the patient of ``ds`` (12 hex digits of SHA-256), never the ID itself.
+def load_pseudonym_secret(folder: str | os.PathLike | None, secret: str | bytes | None = None) -> bytes:
+    """The per-dataset secret that keys patient pseudonyms; it never enters a datalist or a log.
 
-    Falls back to the Study Instance UID when Patient ID is empty, so that files of one study
-    still group together.
+    Taken, in this order, from ``secret``, the environment variable :data:`PSEUDONYM_SECRET_ENV`,
+    or the file ``<folder>/.pseudonym_secret``, which is created on first use with 32 random bytes
+    and mode 0600 (keep it with the dataset, do not publish it: whoever has it can test candidate
+    patient IDs against the pseudonyms). With no folder and no secret, a random secret valid for
+    this process only is used.
+
+    Raises:
+        ValueError: an empty secret.
+    """
+    given = secret if secret is not None else os.environ.get(PSEUDONYM_SECRET_ENV)
+    if given is not None:
+        key = given.encode("utf-8") if isinstance(given, str) else bytes(given)
+        if not key:
+            raise ValueError("the pseudonym secret is empty")
+        return key
+    if folder is None:
+        return _PROCESS_SECRET
+    path = Path(folder) / PSEUDONYM_SECRET_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        key = path.read_bytes().strip()
+        if not key:
+            raise ValueError(f"{path}: the pseudonym secret file is empty") from None
+        return key
+    key = secrets.token_hex(32).encode("ascii")
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key + b"\n")
+    return key
+
+
+@contextlib.contextmanager
+def pseudonym_secret(key: bytes) -> Iterator[None]:
+    """Within the block, :func:`patient_key` uses ``key`` (e.g. one dataset's secret)."""
+    token = _ACTIVE_SECRET.set(key)
+    try:
+        yield
+    finally:
+        _ACTIVE_SECRET.reset(token)
+
+
+def patient_key(ds: Dataset, secret: bytes | None = None) -> str:
+    """A stable pseudonym for the patient of ``ds``: HMAC-SHA-256 of the Patient ID, never the ID itself.
+
+    The key is ``secret``, else the one set by :func:`pseudonym_secret` (``prepare_dataset`` sets
+    the dataset's), else a random key of this process, so a pseudonym cannot be reversed by
+    hashing candidate IDs without the dataset's secret. Falls back to the Study Instance UID when
+    Patient ID is empty, so that files of one study still group together.
+
+    Returns:
+        16 hex digits, or ``"unknown"`` when the file names neither.
     """
     source = str(ds.get("PatientID", "") or "") or str(ds.get("StudyInstanceUID", "") or "")
     if not source:
         return "unknown"
-    return hashlib.sha256(source.encode("utf-8")).hexdigest()[:12]
+    key = secret if secret is not None else _ACTIVE_SECRET.get()
+    return hmac.new(key, source.encode("utf-8"), hashlib.sha256).hexdigest()[:16]
 
 
 def _read_dataset(path: Path, stop_before_pixels: bool = False) -> Dataset:

@@ -13,6 +13,7 @@ from litenext_monai.losses.marginal_weight import (
     marginal_weight_map,
 )
 from litenext_monai.losses.serp import DEFAULT_SERP_EPS, SeRPLoss
+from litenext_monai.losses.weighted_sum import WeightedSumLoss
 
 __all__ = [
     "DEFAULT_DICE_SMOOTH",
@@ -27,5 +28,6 @@ __all__ = [
     "MarginalWeightLoss",
     "SeRPLoss",
     "SoftDiceLoss",
+    "WeightedSumLoss",
     "marginal_weight_map",
 ]

@@ -143,7 +143,9 @@ class ProjectUp(nn.Module):
         self.out_channels = int(out_channels)
         self.scale = int(scale)
 
-    def project_linear(self, x: torch.Tensor, matrix: torch.Tensor, max_tile_elements: int = 0) -> torch.Tensor:
+    def project_linear(
+        self, x: torch.Tensor, matrix: torch.Tensor, max_tile_elements: int = 0
+    ) -> torch.Tensor:
         """``apply_per_pixel(self.project(x), matrix)``: the projection then a per-pixel linear map, no upsampling.
 
         Every step acts on each pixel alone, so the rows may be processed in tiles whose

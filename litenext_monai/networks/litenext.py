@@ -1,7 +1,10 @@
 """LiteNeXt (Tran et al., arXiv 2405.15779): LGEMixer encoder, residual bottleneck, GCF decoder.
 
 Implemented from the project specification (spec §1). With the defaults the network has
-711,201 parameters and 0.412 G convolution/linear MACs for a 1×3×256×256 input.
+711,201 parameters and 0.412 G convolution/linear MACs for a 1×3×256×256 input, counted in the
+paper's order of the decoder (``fused_decoder=False``). The default fused order computes the same
+function with 0.389 G MACs and without the 128-channel maps at H/2 that dominate CPU time;
+:meth:`LiteNeXt.reparameterize` gives the inference-only deploy form.
 """
 
 from __future__ import annotations
@@ -14,13 +17,37 @@ from torch import nn
 
 from litenext_monai.networks.blocks import ConvNormAct, DownStage, LGEMixer, ProjectUp, ResidualBlock
 
-__all__ = ["LiteNeXtEncoder", "GenerateContext", "LiteNeXt"]
+__all__ = ["LiteNeXtEncoder", "GenerateContext", "LiteNeXt", "raise_malloc_thresholds"]
 
 #: Input height and width must be multiples of this (the stem and three 2×2 poolings).
 SIZE_DIVISOR = 16
 #: Row tiles of the deploy form's GCF value projections hold at most this many elements (1 MiB
 #: in float32), instead of 8-MiB D-channel maps at H/2 for a 256² image (see ProjectUp.project_linear).
 TILE_ELEMENTS = 2**18
+
+
+#: glibc's ceiling for its dynamic mmap threshold on 64-bit systems (DEFAULT_MMAP_THRESHOLD_MAX).
+_GLIBC_MMAP_THRESHOLD_MAX = 32 * 2**20
+_malloc_thresholds_raised = False
+
+
+def raise_malloc_thresholds() -> None:
+    """Let glibc keep freed activation memory instead of returning it to the OS (once per process).
+
+    glibc serves allocations above its mmap threshold (128 KiB at start) with fresh ``mmap``
+    pages and trims the heap top when more than twice that threshold is free, so every forward
+    pass of a network with many MiB-sized activations page-faults its memory in again (about
+    6,000 minor faults per 256² LiteNeXt inference, measured). glibc raises both thresholds by
+    itself when it frees an mmapped block (mallopt(3), "dynamic mmap threshold"); freeing one
+    untouched block just under its 32-MiB ceiling sets them to 32/64 MiB, the effect of
+    ``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_`` without environment variables. Costs no
+    memory (the block is never touched) and does nothing on other allocators.
+    """
+    global _malloc_thresholds_raised
+    if not _malloc_thresholds_raised:
+        block = torch.empty(_GLIBC_MMAP_THRESHOLD_MAX - 2**16, dtype=torch.uint8)
+        del block
+        _malloc_thresholds_raised = True
 
 
 def global_pool(x: torch.Tensor) -> torch.Tensor:
@@ -95,18 +122,23 @@ class GenerateContext(nn.Module):
         self.decoder_value = ProjectUp(context_channels, context_channels, scales[-1])
         self.query = _ScaleKey(context_channels, context_channels)
         self.score = nn.Linear(2 * context_channels, context_channels)
+        # Set by fold_scores (deploy form only).
+        self.key_scores: nn.ModuleList | None = None
+        self.query_score: nn.Module | None = None
 
     def scale_weights(self, features: list[torch.Tensor], decoded: torch.Tensor) -> torch.Tensor:
         """Per-image, per-channel weights ``α`` of the scales, shaped ``B, scales, D`` (softmax over scales)."""
-        query = self.query(global_pool(decoded)).flatten(1)
         scores = []
-        for i, key_mlp in enumerate(self.keys):
-            key = key_mlp(global_pool(features[i])).flatten(1)
-            if self.score is None:
-                # Deploy form: the key MLP's last layer already includes the score layer (see fold_scores).
-                scores.append(key + query)
-            else:
+        if self.key_scores is None:
+            query = self.query(global_pool(decoded)).flatten(1)
+            for i, key_mlp in enumerate(self.keys):
+                key = key_mlp(global_pool(features[i])).flatten(1)
                 scores.append(self.score(torch.cat([key, query], dim=1)))
+        else:
+            # Deploy form: the score layer is folded into the key and query MLPs (fold_scores).
+            query = self.query_score(global_pool(decoded)).flatten(1)
+            for i, key_mlp in enumerate(self.key_scores):
+                scores.append(key_mlp(global_pool(features[i])).flatten(1) + query)
         return torch.softmax(torch.stack(scores, dim=1), dim=1)
 
     @torch.no_grad()
@@ -114,22 +146,26 @@ class GenerateContext(nn.Module):
         """Fold the shared score layer into the last 1×1 convolution of every key and of the query.
 
         ``a_i = W_s[k_i; q] + b_s = (W_k W2_i) h_i + W_k b2_i + (W_q W2_q) h_q + W_q b2_q + b_s`` with
-        ``W_s = [W_k, W_q]``: exact linear algebra; afterwards ``a_i = key_i + query`` and
-        :attr:`score` is ``None``. Used by the deploy form only.
+        ``W_s = [W_k, W_q]``: exact linear algebra. The folded MLPs become :attr:`key_scores` and
+        :attr:`query_score` (``a_i = key_scores[i] + query_score``), and ``keys``, ``query`` and
+        ``score`` are removed, so no training-form ``state_dict`` entry can load into a folded
+        layer by name. Used by the deploy form only; a second call does nothing.
         """
-        if self.score is None:
+        if self.key_scores is not None:
             return
         d = self.score.out_features
         w_key, w_query = self.score.weight[:, :d], self.score.weight[:, d:]
-        for mlp, w_s, b_s in [(m, w_key, None) for m in self.keys] + [(self.query, w_query, self.score.bias)]:
+
+        def folded(mlp: nn.Sequential, w_s: torch.Tensor, b_s: torch.Tensor | None) -> nn.Sequential:
             last = mlp[2]
-            weight = w_s @ last.weight.flatten(1)
-            bias = w_s @ last.bias + (b_s if b_s is not None else 0.0)
-            folded = nn.Conv2d(last.in_channels, d, 1).to(last.weight)
-            folded.weight.copy_(weight.view(d, -1, 1, 1))
-            folded.bias.copy_(bias)
-            mlp[2] = folded
-        self.score = None
+            conv = nn.Conv2d(last.in_channels, d, 1).to(last.weight)
+            conv.weight.copy_((w_s @ last.weight.flatten(1)).view(d, -1, 1, 1))
+            conv.bias.copy_(w_s @ last.bias + (b_s if b_s is not None else 0.0))
+            return nn.Sequential(mlp[0], mlp[1], conv)
+
+        self.key_scores = nn.ModuleList([folded(mlp, w_key, None) for mlp in self.keys])
+        self.query_score = folded(self.query, w_query, self.score.bias)
+        self.keys, self.query, self.score = None, None, None
 
     def forward(self, features: list[torch.Tensor], decoded: torch.Tensor) -> torch.Tensor:
         """The paper's order: ``concat(Σ_i α_i ⊙ V_i, V_d)``, ``2D`` channels at the resolution of ``e1``."""
@@ -215,6 +251,8 @@ class LiteNeXt(nn.Module):
         self.head = nn.Conv2d(base_channels, out_channels, 1)
         self.fused_decoder = bool(fused_decoder)
         self.deployed = False
+        self.tile_elements = 0
+        raise_malloc_thresholds()
 
     @property
     def feature_channels(self) -> int:
@@ -270,7 +308,7 @@ class LiteNeXt(nn.Module):
         w_ctx_t = weight[:, :d].t()  # D, N
         by_scale: dict[int, torch.Tensor] = {}
         # Tiling is shape-dependent control flow: skipped while tracing so an export stays general.
-        tile = TILE_ELEMENTS if self.deployed and not torch.jit.is_tracing() else 0
+        tile = 0 if torch.jit.is_tracing() else self.tile_elements
         for i, value in enumerate(gcf.values):
             term = value.project_linear(features[i], alpha[:, i, :, None] * w_ctx_t, tile)
             by_scale[value.scale] = _accumulate(by_scale, value.scale, term)
@@ -282,7 +320,9 @@ class LiteNeXt(nn.Module):
             up = _upsample(term, scale)
             summed = up if summed is None else summed.add_(up)
         assert summed is not None
-        summed += project[0].bias.view(1, -1, 1, 1)
+        bias = project[0].bias
+        if bias is not None:
+            summed += bias.view(1, -1, 1, 1)
         logits = self.head(project[2](project[1](summed)))
         return _upsample(logits, self.head_project.scale).contiguous()
 
@@ -302,6 +342,7 @@ class LiteNeXt(nn.Module):
         self.context.fold_scores()
         self.fused_decoder = True
         self.deployed = True
+        self.tile_elements = TILE_ELEMENTS
         self.to(memory_format=torch.channels_last)
         self.eval()
         self.requires_grad_(False)

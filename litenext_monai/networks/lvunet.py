@@ -11,7 +11,6 @@ Training form: 934,545 parameters, deploy form (after :meth:`LVUNet.reparameteri
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Mapping
 from os import PathLike
@@ -492,7 +491,7 @@ class LVUNet(nn.Module):
 
 
 def _check_slope(slope: float) -> None:
-    if not 0.0 <= slope <= 1.0 or math.isnan(slope):
+    if not 0.0 <= slope <= 1.0:  # also rejects NaN
         raise ValueError(f"the deep-training slope must lie in [0, 1], got {slope}.")
 
 

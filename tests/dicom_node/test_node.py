@@ -217,7 +217,8 @@ def test_failed_segmentation_is_logged_without_patient_data(tmp_path, destinatio
         # Like a library that quotes an invalid attribute value in its error message.
         raise ValueError(f"invalid PatientName {PATIENT_NAME!r} for patient {PATIENT_ID}")
 
-    node, log = _start_node(tmp_path, destination, segmenter=quoting_segmenter)
+    # No warm-up: this segmenter quotes the test's constants, not the data it is given.
+    node, log = _start_node(tmp_path, destination, segmenter=quoting_segmenter, warm_up=False)
     try:
         series = make_series(1, seed=8)
         assert store_scu(series, node.port) == [0]
@@ -246,3 +247,22 @@ def test_stop_drains_what_was_received(tmp_path, destination):
     assert len(destination.received) == 1
     _check_seg(destination.received[0], series)
     assert "Stopped: 1 SEGs sent, 0 series failed, 0 jobs left" in log.text
+
+
+def test_port_in_use_raises_and_the_node_can_be_stopped(tmp_path, destination):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        node = DicomNode(
+            "LITENEXT",
+            busy.getsockname()[1],
+            parse_destination(destination.address),
+            tmp_path / "storage",
+            threshold_segmenter,
+            host="127.0.0.1",
+        )
+        with pytest.raises(OSError):
+            node.start()
+        node.stop(drain=False)

@@ -26,6 +26,7 @@ from tests.dicom_node.helpers import (
     NodeProcess,
     Orthanc,
     dciodvfy_errors,
+    dciodvfy_executable,
     echo,
     free_port,
     make_series,
@@ -43,6 +44,7 @@ SEG_TIMEOUT = 90.0  # generous: the machine running the suite may be busy
 def checkpoint(tmp_path_factory) -> Path:
     """A randomly initialised 1-channel LiteNeXt with its model.json (64×64, MR)."""
     orthanc_executable()  # skip (or fail) before anything is built
+    dciodvfy_executable()
     folder = tmp_path_factory.mktemp("models")
     torch.manual_seed(0)
     network = LiteNeXt(spatial_dims=2, in_channels=1, out_channels=1, base_channels=8)

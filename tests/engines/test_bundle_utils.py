@@ -5,12 +5,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from litenext_monai.engines import datalist_split_hash, inference_items, make_run_name
+from litenext_monai.engines import (
+    BatchFailedError,
+    FailureReport,
+    datalist_split_hash,
+    inference_items,
+    make_run_name,
+)
 
 
 def _png(path, value=0):
@@ -18,21 +25,27 @@ def _png(path, value=0):
     return str(path)
 
 
-def test_unreadable_files_are_logged_and_skipped(tmp_path, caplog):
+def test_unreadable_files_are_logged_and_reported(tmp_path, caplog):
     good = [_png(tmp_path / "a.png", 10), _png(tmp_path / "c.png", 20)]
     (tmp_path / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     original = (tmp_path / "b.png").read_bytes()
+    report = FailureReport(tmp_path / "out")
     with caplog.at_level(logging.ERROR):
-        items = inference_items(str(tmp_path))
+        items = inference_items(str(tmp_path), failures=report)
     assert [i["image"] for i in items] == good
-    assert "b.png" in caplog.text and "skipping" in caplog.text
+    assert "b.png" in caplog.text and "no output" in caplog.text
+    assert [Path(p).name for p, _ in report.failures] == ["b.png"] and report.total == 3
     assert (tmp_path / "b.png").read_bytes() == original  # inputs are never modified
 
 
-def test_all_unreadable_is_an_error_naming_the_source(tmp_path):
+def test_all_unreadable_writes_the_report_and_fails(tmp_path):
     (tmp_path / "x.png").write_bytes(b"not an image")
-    with pytest.raises(ValueError, match="none of the images could be read"):
-        inference_items(str(tmp_path))
+    report = FailureReport(tmp_path / "out")
+    with pytest.raises(BatchFailedError, match="none of the 1 inputs could be segmented"):
+        inference_items(str(tmp_path), failures=report)
+    assert "x.png" in (tmp_path / "out" / "failures.csv").read_text()
+    with pytest.raises(ValueError, match="no images"):
+        inference_items(str(tmp_path / "out" / "nothing_here_*.png"))
 
 
 def test_datalist_split_and_glob_sources(tmp_path):
@@ -44,7 +57,10 @@ def test_datalist_split_and_glob_sources(tmp_path):
         "test": [{"image": "images/1.png", "label": "images/1.png"}],
     }
     (tmp_path / "datalist.json").write_text(json.dumps(datalist))
-    assert inference_items(str(tmp_path / "datalist.json")) == [{"image": paths[1]}]
+    (item,) = inference_items(str(tmp_path / "datalist.json"))
+    assert (
+        item["image"] == paths[1] and item["output_name"] == "1_mask.png" and item["output_format"] == "png"
+    )
     assert [i["image"] for i in inference_items(str(tmp_path / "images" / "*.png"))] == paths
     with pytest.raises(ValueError, match="no split 'nope'"):
         inference_items(str(tmp_path / "datalist.json"), split="nope")

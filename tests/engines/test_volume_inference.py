@@ -19,6 +19,7 @@ from litenext_monai.engines import load_inference_network, segment_volume
 from litenext_monai.io import read_dicom_series
 from litenext_monai.networks import LiteNeXt
 from tests.dicom_helpers import write_dicom_slice
+from tests.hospital_helpers import tiny_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 SHAPE = (40, 52, 7)
@@ -204,7 +205,7 @@ def test_litenext_checkpoint_round_trip(tmp_path: Path) -> None:
     checkpoint = tmp_path / "model.pt"
     torch.save(trained.state_dict(), checkpoint)
 
-    net = load_inference_network(checkpoint, in_channels=1, base_channels=4)
+    net = load_inference_network(checkpoint, in_channels=1, base_channels=4, deploy=False)
     assert not net.training
     for key, value in trained.state_dict().items():
         assert torch.equal(net.state_dict()[key], value), key
@@ -221,6 +222,20 @@ def test_litenext_checkpoint_round_trip(tmp_path: Path) -> None:
         load_inference_network(checkpoint, in_channels=3, base_channels=4)
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         load_inference_network(tmp_path / "missing.pt", in_channels=1)
+    with pytest.raises(ValueError, match="in_channels must be given"):
+        load_inference_network(checkpoint)
+
+
+def test_self_describing_checkpoint_needs_no_settings(tmp_path: Path) -> None:
+    checkpoint = tiny_checkpoint(tmp_path / "models")  # model.pt + model.json (in_channels 1, base 4)
+    net = load_inference_network(checkpoint)
+    reference = LiteNeXt(spatial_dims=2, in_channels=1, out_channels=1, base_channels=4, kernel_size=3)
+    reference.load_state_dict(torch.load(checkpoint, weights_only=True))
+    x = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(net(x), reference.eval()(x), atol=1e-4)
+    with pytest.raises(ValueError, match=r"in_channels=1 \(model.json\), not 3"):
+        load_inference_network(checkpoint, in_channels=3)
 
 
 def test_bad_inputs_name_the_file(tmp_path: Path) -> None:

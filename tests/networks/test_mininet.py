@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from litenext_monai.networks import MiniNet, count_parameters
+from litenext_monai.networks.mininet import ExpandSqueeze
 from tests.networks.test_cmunext import conv_only_macs, thop_style_macs
 
 # ---- hand arithmetic from the spec's layer list (§2.2–2.3); every conv has a bias --------------
@@ -81,6 +82,18 @@ def test_macs_at_256_match_the_spec(variant, thop_g, conv_g):
     net = MiniNet(variant=variant)
     assert round(thop_style_macs(net, (1, 3, 256, 256)) / 1e9, 3) == thop_g
     assert round(conv_only_macs(net, (1, 3, 256, 256)) / 1e9, 3) == conv_g
+
+
+@pytest.mark.parametrize("kernel_size", [3, 5])
+def test_expand_squeeze_is_a_depth_multiplier_2_convolution_then_1x1(kernel_size):
+    torch.manual_seed(0)
+    es = ExpandSqueeze(4, kernel_size)
+    x = torch.randn(2, 4, 9, 7)
+    expand = es.expand
+    # the paper's form: groups=c convolution c→2c, each input channel feeding two output channels
+    expanded = torch.nn.functional.conv2d(x, expand.weight, expand.bias, padding=kernel_size // 2, groups=4)
+    expected = torch.nn.functional.conv2d(expanded, es.squeeze.weight, es.squeeze.bias)
+    torch.testing.assert_close(es(x), expected)
 
 
 @pytest.mark.parametrize("variant", ["es2", "dense"])

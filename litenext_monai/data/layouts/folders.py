@@ -50,7 +50,10 @@ def _stem(path: Path) -> str:
 
 
 def _nifti_ndim(path: Path) -> int:
-    shape = [s for s in nib.load(str(path)).shape]
+    try:
+        shape = [s for s in nib.load(str(path)).shape]
+    except Exception:  # empty or damaged: read as a 2D case, whose loader reports it with the file name
+        return 2
     while len(shape) > 2 and shape[-1] == 1:
         shape.pop()
     return len(shape)
