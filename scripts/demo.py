@@ -51,8 +51,7 @@ def _bundle_run(configs: list[str], overrides: dict[str, object], tracking: bool
         cmd += ["--tracking", str(CONFIGS / "mlflow_settings.json")]
     print("\n$ " + " ".join(cmd), flush=True)
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    # The bundle's transform pipelines are '%transforms/…' macros, resolved from the repository root.
-    subprocess.run(cmd, check=True, cwd=REPO, env=env)
+    subprocess.run(cmd, check=True, env=env)
 
 
 def _read_per_image(csv_path: Path) -> list[dict[str, float]]:

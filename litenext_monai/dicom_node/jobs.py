@@ -5,17 +5,18 @@ Layout under the storage folder::
     tmp/                          instances being written (cleared at start)
     incoming/<series>/<sop>.dcm   received instances of series not yet sealed into a job
     jobs/<job id>/instances/      the instances of one sealed series
-    jobs/<job id>/job.json        {"series_uid", "state": "pending" | "segmented", "attempts", ...}
+    jobs/<job id>/job.json        {"series_uid", "state": "pending" | "segmented", "attempts",
+                                   "refusals", "last_error"}
     jobs/<job id>/seg.dcm         the SEG, once segmented
     failed/<job id>/              jobs that cannot succeed, with the reason in job.json
 
 A job is ``pending`` until its SEG is written, then ``segmented`` until the destination has
-acknowledged the SEG, then deleted. Every file is written to a temporary name, flushed to disk and
-renamed into place, and every state change is one atomic rename, so a node killed at any moment
-(``kill -9``, power loss) finds a consistent queue at the next start: :meth:`JobQueue.recover`
-re-queues pending and segmented jobs and seals the series that were still incoming. A SEG whose
-acknowledgement was lost in a crash is sent again (at-least-once delivery); it keeps its SOP
-Instance UID, so an archive stores it once.
+acknowledged the SEG, then deleted. Every file is written to a temporary name, flushed to disk
+(``fsync``) and renamed into place, and every state change is one atomic rename, so a node
+killed at any moment (``kill -9``, a crash) finds a consistent queue at the next start:
+:meth:`JobQueue.recover` re-queues pending and segmented jobs and seals the series that were
+still incoming. A SEG whose acknowledgement was lost in a crash is sent again (at-least-once
+delivery); it keeps its SOP Instance UID, so an archive stores it once.
 
 Folder and file names come from UIDs only when they are well-formed UIDs; anything else is hashed,
 so a hostile UID can never escape the storage folder.

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import torch
+from monai.losses import DiceLoss
 from monai.utils import LossReduction
-from torch.nn.modules.loss import _Loss
 
 __all__ = ["DEFAULT_DICE_SMOOTH", "SoftDiceLoss"]
 
@@ -12,11 +12,13 @@ __all__ = ["DEFAULT_DICE_SMOOTH", "SoftDiceLoss"]
 DEFAULT_DICE_SMOOTH = 1e-12
 
 
-class SoftDiceLoss(_Loss):
+class SoftDiceLoss(DiceLoss):
     """Soft Dice loss per image and channel, ``1 - 2Σ(p·y) / (Σp + Σy + smooth)`` with ``p = sigmoid(x)``.
 
-    The sums run over the spatial pixels of one image and one channel; ``"mean"`` then averages
-    over batch and channels (spec §2.3).
+    This is MONAI's ``DiceLoss(sigmoid=True, smooth_nr=0, smooth_dr=smooth)`` — the same formula —
+    with the authors' smoothing as the default and ``"none"`` returning ``B×N``. The sums run over
+    the spatial pixels of one image and one channel; ``"mean"`` then averages over batch and
+    channels (spec §2.3).
 
     Note:
         Empty masks. Because ``smooth`` appears only in the denominator, an image/channel whose
@@ -33,7 +35,7 @@ class SoftDiceLoss(_Loss):
     def __init__(
         self, smooth: float = DEFAULT_DICE_SMOOTH, reduction: LossReduction | str = LossReduction.MEAN
     ) -> None:
-        super().__init__(reduction=LossReduction(reduction).value)
+        super().__init__(sigmoid=True, smooth_nr=0.0, smooth_dr=smooth, reduction=LossReduction(reduction).value)
         self.smooth = smooth
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -54,14 +56,7 @@ class SoftDiceLoss(_Loss):
                 f"input and target must both have shape B×N×H×W, got input {tuple(input.shape)} "
                 f"and target {tuple(target.shape)}."
             )
-        prob = torch.sigmoid(input)
-        target = target.to(prob.dtype)
-        spatial = tuple(range(2, input.ndim))
-        intersection = (prob * target).sum(dim=spatial)
-        denominator = prob.sum(dim=spatial) + target.sum(dim=spatial) + self.smooth
-        loss = 1.0 - 2.0 * intersection / denominator
-        if self.reduction == LossReduction.MEAN.value:
-            return loss.mean()
-        if self.reduction == LossReduction.SUM.value:
-            return loss.sum()
+        loss = super().forward(input, target.to(input.dtype))
+        if self.reduction == LossReduction.NONE.value:
+            return loss.reshape(input.shape[:2])
         return loss

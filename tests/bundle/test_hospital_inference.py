@@ -20,7 +20,17 @@ import pydicom
 import pytest
 from PIL import Image
 
-from tests.bundle.conftest import BUNDLE, IMAGE_SIZE, INFERENCE, REPO, TRAIN, bundle_cmd, expr_path, run_cmd
+from tests.bundle.conftest import (
+    BUNDLE,
+    IMAGE_SIZE,
+    INFERENCE,
+    REPO,
+    SETTINGS,
+    TRAIN,
+    bundle_cmd,
+    expr_path,
+    run_cmd,
+)
 from tests.hospital_corpus import PHI, build_corpus
 from tests.hospital_helpers import dciodvfy_errors, read_seg, tiny_checkpoint
 
@@ -44,6 +54,20 @@ def _failures(folder: Path, root: Path) -> dict[str, str]:
     return {Path(r["input"]).relative_to(root).as_posix(): r["reason"] for r in rows}
 
 
+def _check_mlflow_run(db: Path, failures: int) -> None:
+    """The inference run logged the failure count as a metric and failures.csv as an artifact."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{db}")
+    (experiment,) = [e for e in client.search_experiments() if e.name == "litenext_seg"]
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.data.metrics["failures"] == failures
+    assert run.data.params["output_format"] == "auto"
+    assert "failures.csv" in [a.path for a in client.list_artifacts(run.info.run_id)]
+    params = " ".join(run.data.params.values())
+    assert all(secret not in params for secret in PHI)
+
+
 def test_hostile_corpus_is_handled_or_reported(tmp_path: Path) -> None:
     corpus = build_corpus(tmp_path / "inputs")
     ckpt = tiny_checkpoint(tmp_path / "model")
@@ -53,7 +77,7 @@ def test_hostile_corpus_is_handled_or_reported(tmp_path: Path) -> None:
     stale.write_bytes(b"\x89PNG half")
     before = {p: p.read_bytes() for p in corpus.root.rglob("*") if p.is_file()}
 
-    proc = _infer(ckpt, corpus.root, out, tmp_path)
+    proc = _infer(ckpt, corpus.root, out, tmp_path, "--tracking", SETTINGS)
 
     log = proc.stdout + proc.stderr
     assert proc.returncode != 0, "a batch with failed inputs must exit non-zero"
@@ -79,6 +103,7 @@ def test_hostile_corpus_is_handled_or_reported(tmp_path: Path) -> None:
     assert all(p.read_bytes() == data for p, data in before.items())  # inputs never modified
     for secret in PHI:  # no patient identifier in logs or the report
         assert secret not in log and secret not in (out / "failures.csv").read_text()
+    _check_mlflow_run(tmp_path / "eval" / "mlruns.db", len(corpus.failures))
 
     for seg_name in {v for v in corpus.outputs.values() if v.endswith("_seg.dcm")}:
         assert dciodvfy_errors(out / seg_name) == [], seg_name

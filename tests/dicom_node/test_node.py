@@ -46,6 +46,7 @@ class _Log:
         self.handler = logging.StreamHandler(self.stream)
         self.handler.addFilter(redactor)
         self.logger = logging.getLogger("litenext_monai.dicom_node")
+        self.level = self.logger.level
         self.logger.addHandler(self.handler)
         self.logger.setLevel(logging.INFO)
 
@@ -55,6 +56,7 @@ class _Log:
 
     def close(self) -> None:
         self.logger.removeHandler(self.handler)
+        self.logger.setLevel(self.level)
 
 
 def _start_node(tmp_path, destination: DestinationSCP, segmenter=threshold_segmenter, **kwargs):

@@ -109,3 +109,50 @@ def test_check_network_config_catches_a_stale_definition() -> None:
     check_network_config(NETWORK_DEF, network, (32, 32), 1)
     with pytest.raises(ValueError, match="does not rebuild"):
         check_network_config({**NETWORK_DEF, "base_channels": 8}, network, (32, 32), 1)
+
+
+def _validator(dice: float, epoch: int):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(state=SimpleNamespace(metrics={"val_mean_dice": dice}, epoch=epoch))
+
+
+def test_best_model_saver_writes_settings_and_metadata(tmp_path: Path) -> None:
+    from litenext_monai.engines import BestModelSaver, network_config
+
+    network = LiteNeXt(spatial_dims=2, in_channels=1, out_channels=1, base_channels=4, kernel_size=3)
+    metadata = {
+        "version": "0.1.0",
+        "network_data_format": {
+            "inputs": {"image": {"num_channels": 3, "modality": "RGB"}},
+            "outputs": {"pred": {"num_channels": 1}},
+        },
+    }
+    settings = {**_settings(), "network_def": network_config(network), "bundle_metadata": metadata}
+    saver = BestModelSaver(tmp_path / "models" / "model.pt", network, "val_mean_dice", settings=settings)
+    saver(_validator(0.5, 1))
+    written = read_inference_settings(tmp_path / "models" / "model.pt")
+    assert "bundle_metadata" not in written and written["network_def"]["base_channels"] == 4
+    rebuilt, _ = load_network_from_checkpoint(tmp_path / "models" / "model.pt", deploy=False)
+    x = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(rebuilt(x), network.eval()(x), atol=1e-6)
+    meta = json.loads((tmp_path / "models" / "metadata.json").read_text())
+    assert meta["network_data_format"]["inputs"]["image"]["num_channels"] == 1 and meta["version"] == "0.1.0"
+
+
+def test_best_model_saver_writes_no_wrong_settings(tmp_path: Path, caplog) -> None:
+    from litenext_monai.engines import BestModelSaver
+
+    network = LiteNeXt(spatial_dims=2, in_channels=1, out_channels=1, base_channels=4, kernel_size=3)
+    stale = tmp_path / "model.json"
+    stale.write_text("{}")  # from an earlier training: must not survive next to new weights
+    saver = BestModelSaver(
+        tmp_path / "model.pt",
+        network,
+        "val_mean_dice",
+        settings=_settings(network_def={**NETWORK_DEF, "base_channels": 16}),
+    )
+    saver(_validator(0.5, 1))
+    assert (tmp_path / "model.pt").is_file() and not stale.exists()
+    assert "model.json is not written" in caplog.text
