@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from litenext_monai.data.splits import split_hash
-from litenext_monai.engines.distributed import broadcast_object, is_main_process
+from litenext_monai.engines.distributed import broadcast_object, is_main_process, rank_and_world
 from litenext_monai.engines.failures import BatchFailedError, FailureReport
 from litenext_monai.engines.inference_inputs import list_inference_items
 from litenext_monai.io import SUPPORTED_2D_SUFFIXES, atomic_write
@@ -93,6 +93,8 @@ def inference_items(
     output_format: str = "auto",
     failures: FailureReport | None = None,
     exclude: Sequence[str | os.PathLike] = (),
+    skip_existing: str | os.PathLike | None = None,
+    shard: bool = False,
 ) -> list[dict[str, Any]]:
     """List the images to segment as dataset items (see :func:`~litenext_monai.engines.inference_inputs.list_inference_items`).
 
@@ -107,6 +109,11 @@ def inference_items(
         output_format: ``auto``, ``png``, ``nifti`` or ``dicom-seg``.
         failures: the batch's failure report.
         exclude: folders not to search.
+        skip_existing: a prediction folder; inputs whose output is already there are left out
+            (logged with their count), so a crashed archive job resumes where it stopped.
+        shard: under ``torchrun``, keep only this rank's share. Whole outputs are dealt out (the
+            slices of a DICOM series stay on one rank), by position in the listing, which every
+            rank computes identically, so each output is written by exactly one rank.
 
     Raises:
         ValueError: nothing to segment at all, or the datalist has no such split.
@@ -124,7 +131,7 @@ def inference_items(
         exclude=exclude,
     )
     if items:
-        return items
+        return _select(items, skip_existing, shard)
     if not report.total:
         raise ValueError(f"{source}: no images ({', '.join(SUPPORTED_2D_SUFFIXES)} or DICOM) to segment")
     if failures is not None:
@@ -135,3 +142,20 @@ def inference_items(
         + ". "
         + "; ".join(f"{Path(p).name}: {r}" for p, r in report.failures[:3])
     )
+
+
+def _select(items: list[dict[str, Any]], skip_existing: str | os.PathLike | None, shard: bool) -> list[dict[str, Any]]:
+    """Drop the outputs that exist already, then keep this rank's share of whole outputs."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for item in items:
+        groups.setdefault(item["output_name"], []).append(item)
+    names = list(groups)
+    if skip_existing is not None:
+        done = [n for n in names if (Path(skip_existing) / n).exists()]
+        if done:
+            logger.info("skipping %d input(s) whose output already exists in %s", len(done), skip_existing)
+        names = [n for n in names if n not in set(done)]
+    if shard:
+        rank, world = rank_and_world()
+        names = names[rank::world]
+    return [item for n in names for item in groups[n]]

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import torch.distributed as dist
 
-__all__ = ["is_distributed", "is_main_process", "gather_objects", "broadcast_object"]
+__all__ = ["is_distributed", "is_main_process", "rank_and_world", "gather_objects", "broadcast_object"]
 
 T = TypeVar("T")
 
@@ -23,6 +23,13 @@ def is_distributed() -> bool:
 def is_main_process() -> bool:
     """True on rank 0 (and in a single process): the one rank that writes files and MLflow runs."""
     return not is_distributed() or dist.get_rank() == 0
+
+
+def rank_and_world() -> tuple[int, int]:
+    """``(rank, world size)``; ``(0, 1)`` in a single process."""
+    if not is_distributed():
+        return 0, 1
+    return dist.get_rank(), dist.get_world_size()
 
 
 def gather_objects(obj: T) -> list[T]:

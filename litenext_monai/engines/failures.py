@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from monai.utils import min_version, optional_import
 
+from litenext_monai.engines.distributed import gather_objects, is_main_process
 from litenext_monai.io import atomic_write
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ class FailureReport:
         self.failures: list[tuple[str, str]] = []
         self.total = 0
         self._finalizers: list[Callable[[], None]] = []
+        self._finished = False
 
     def add(self, source: str | os.PathLike, reason: str) -> None:
         """Record that ``source`` got no output, and log it (the reason names the file and the problem)."""
@@ -77,7 +79,9 @@ class FailureReport:
         return len(self.failures)
 
     def write(self) -> Path:
-        """Write ``failures.csv`` atomically (a header only when nothing failed)."""
+        """Write ``failures.csv`` atomically (a header only when nothing failed); rank 0 only under torchrun."""
+        if not is_main_process():
+            return self.path
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         writer.writerow(["input", "reason"])
@@ -86,10 +90,16 @@ class FailureReport:
         return atomic_write(self.path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
     def finish(self) -> Path:
-        """Run the finalizers, write the report and return its path."""
+        """Run the finalizers, merge every rank's failures (under torchrun), write the report, return its path.
+
+        A collective under torchrun: every rank calls it once, at the evaluator's epoch end. Rows
+        that several ranks recorded (failures found while listing, which every rank does) count once.
+        """
         for finalize in self._finalizers:
             finalize()
         self._finalizers.clear()
+        self.failures = list(dict.fromkeys(row for rows in gather_objects(self.failures) for row in rows))
+        self._finished = True
         return self.write()
 
     def attach(self, engine: Engine) -> None:
@@ -110,7 +120,7 @@ class FailureReport:
         Raises:
             BatchFailedError: with the count, the report path and the first reasons.
         """
-        if not self.path.is_file():
+        if not self._finished:
             self.finish()
         if not self.failures:
             return

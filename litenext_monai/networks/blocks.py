@@ -149,14 +149,15 @@ class ProjectUp(nn.Module):
         """``apply_per_pixel(self.project(x), matrix)``: the projection then a per-pixel linear map, no upsampling.
 
         Every step acts on each pixel alone, so the rows may be processed in tiles whose
-        projection holds at most ``max_tile_elements`` elements (0: no tiling). Tiling changes
+        projection holds at most ``max_tile_elements`` elements per image (0: no tiling). Tiling changes
         only the size of the temporaries: a D-channel map at H/2 is 8 MiB for a 256² image, which
         glibc hands back to the OS after each pass and page-faults in again on the next.
         """
-        b, _, h, w = x.shape
+        h, w = x.shape[2], x.shape[3]
         rows = h
         if max_tile_elements > 0:
-            rows = max(1, max_tile_elements // max(1, b * self.out_channels * w))
+            # Per image, not per batch: an export with a free batch dimension stays valid.
+            rows = max(1, max_tile_elements // max(1, self.out_channels * w))
         if rows >= h:
             return apply_per_pixel(self.project(x), matrix)
         parts = [apply_per_pixel(self.project(x[:, :, i : i + rows]), matrix) for i in range(0, h, rows)]

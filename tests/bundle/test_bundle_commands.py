@@ -76,7 +76,7 @@ def test_train_mlflow_records_everything(trained_bundle):
     assert params["split_hash"] == trained_bundle.datalist["split_hash"]
     assert params["optimizer"] == "torch.optim.NAdam"
     assert float(params["learning_rate"]) == pytest.approx(1e-4)
-    assert params["loss_supervised"] == "mwl"
+    assert "'supervised': 'mwl'" in params["loss_weights"] and params["network_parameters"] == "711073"
     assert "'kernel_size': 9" in params["mwl"] and params["ema_momentum"] == "0.99"
     assert params["projector_hidden"] == "8" and params["image_size"] == f"[{IMAGE_SIZE}, {IMAGE_SIZE}]"
     assert "litenext-monai" in params["package_versions"]

@@ -18,6 +18,7 @@ import torch
 
 from tests.bundle.conftest import (
     BUNDLE,
+    INFERENCE,
     NUM_TRAIN,
     NUM_VAL,
     SETTINGS,
@@ -28,6 +29,7 @@ from tests.bundle.conftest import (
 )
 
 MULTI_GPU = str(BUNDLE / "configs" / "multi_gpu_train.json")
+MULTI_GPU_INFERENCE = str(BUNDLE / "configs" / "multi_gpu_inference.json")
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 #: No random augmentation, so one process and two see exactly the same samples.
 NO_AUGMENTATION = (
@@ -141,3 +143,48 @@ def test_killed_rank_fails_the_job_and_the_run_resumes(synthetic_data, tmp_path)
     # 8 images, batch 1 per rank: 4 iterations per epoch; 3 epochs in all, each exactly once.
     assert checkpoint["trainer"]["epoch_length"] == NUM_TRAIN // 2
     assert checkpoint["trainer"]["iteration"] == 3 * NUM_TRAIN // 2
+
+
+def test_sharded_inference_writes_every_output_once_and_resumes(tmp_path):
+    """Two ranks split a folder (PNGs, a DICOM series, a corrupt file) and a rerun skips finished outputs."""
+    import numpy as np
+    from PIL import Image
+
+    from tests.hospital_helpers import disk_image, tiny_checkpoint, write_ct_series
+
+    ckpt = tiny_checkpoint(tmp_path / "model")
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 255, (32, 40), dtype=np.uint8)).save(inputs / f"img{i}.png")
+    write_ct_series(inputs / "series", [disk_image(32) for _ in range(3)])
+    (inputs / "broken.png").write_bytes(b"\x89PNG not really")
+    out = tmp_path / "predictions"
+    infer = [
+        *torchrun_cmd()[: torchrun_cmd().index("--config_file")],
+        "--config_file", f"['{TRAIN}','{INFERENCE}','{MULTI_GPU_INFERENCE}']", "--bundle_root", str(BUNDLE),
+        "--ckpt_path", str(ckpt), "--infer_input", str(inputs), "--prediction_dir", str(out),
+        "--output_dir", f"$'{tmp_path / 'eval'}'", "--num_workers", "0", "--progress_bar", "False",
+    ]  # fmt: skip
+    env = {**os.environ, **ONE_THREAD, "PYTHONWARNINGS": "ignore"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    first = subprocess.run(infer, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    assert first.returncode != 0, "a failed input must fail the job"
+    outputs = sorted(p.name for p in out.iterdir() if p.is_file() and p.name != "failures.csv")
+    assert len(outputs) == 6, outputs  # 5 masks + 1 SEG for the 3-slice series, each once
+    assert len([o for o in outputs if o.endswith(".dcm")]) == 1
+    rows = (out / "failures.csv").read_text().strip().splitlines()
+    assert len(rows) == 2 and "broken.png" in rows[1]  # header + the corrupt file, once
+
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name in outputs}
+    victim = next(o for o in outputs if o.endswith(".png"))
+    (out / victim).unlink()
+    second = subprocess.run(
+        [*infer, "--skip_existing", "True"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400
+    )
+    assert second.returncode != 0  # broken.png still fails
+    assert (out / victim).is_file()
+    for name, stamp in stamps.items():
+        if name != victim:
+            assert (out / name).stat().st_mtime_ns == stamp, f"{name} was rewritten although it existed"

@@ -86,3 +86,23 @@ def test_run_names_are_unique_per_launch_and_kept_on_resume(tmp_path):
     assert make_run_name("train", state) != first
     second = state.read_text().strip()
     assert make_run_name("train", state, resume=True) == second
+
+
+def test_sharding_deals_out_whole_outputs_and_skip_existing(tmp_path, monkeypatch):
+    from litenext_monai.engines import bundle_utils
+
+    items = [{"image": f"s{i}.dcm", "output_name": "series.dcm"} for i in range(3)]
+    items += [{"image": f"img{i}.png", "output_name": f"img{i}_mask.png"} for i in range(4)]
+    shards = []
+    for rank in (0, 1):
+        monkeypatch.setattr(bundle_utils, "rank_and_world", lambda rank=rank: (rank, 2))
+        shards.append(bundle_utils._select(items, None, shard=True))
+    assert sorted(i["image"] for s in shards for i in s) == sorted(i["image"] for i in items)  # all, once
+    assert not {i["image"] for i in shards[0]} & {i["image"] for i in shards[1]}
+    series_ranks = {r for r, s in enumerate(shards) for i in s if i["output_name"] == "series.dcm"}
+    assert len(series_ranks) == 1  # the slices of one series stay on one rank, in order
+    assert [i["image"] for s in shards for i in s if i["output_name"] == "series.dcm"] == ["s0.dcm", "s1.dcm", "s2.dcm"]
+    (tmp_path / "img1_mask.png").write_bytes(b"done")
+    monkeypatch.setattr(bundle_utils, "rank_and_world", lambda: (0, 1))
+    kept = bundle_utils._select(items, tmp_path, shard=True)
+    assert {i["output_name"] for i in kept} == {"series.dcm", "img0_mask.png", "img2_mask.png", "img3_mask.png"}

@@ -128,7 +128,10 @@ def test_best_model_saver_writes_settings_and_metadata(tmp_path: Path) -> None:
             "outputs": {"pred": {"num_channels": 1}},
         },
     }
-    settings = {**_settings(), "network_def": network_config(network), "bundle_metadata": metadata}
+    # LiteNeXt does not keep base_channels/kernel_size as attributes: given explicitly, as an overlay would
+    definition = network_config(network, base_channels=4, kernel_size=3)
+    assert definition["in_channels"] == 1 and definition["_target_"].endswith("LiteNeXt")
+    settings = {**_settings(), "network_def": definition, "bundle_metadata": metadata}
     saver = BestModelSaver(tmp_path / "models" / "model.pt", network, "val_mean_dice", settings=settings)
     saver(_validator(0.5, 1))
     written = read_inference_settings(tmp_path / "models" / "model.pt")

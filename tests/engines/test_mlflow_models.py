@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 import torch
 
+import litenext_monai
 from litenext_monai.engines import (
     MLflowLineage,
     MLflowModelLogger,
@@ -195,8 +196,11 @@ def test_run_carries_version_and_commit(logged):
     tags = mlflow.MlflowClient(logged.tracking_uri).get_run(logged.run_id).data.tags
     assert tags["litenext_monai.version"] == metadata.version("litenext-monai")
     git = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True)
-    if git.returncode == 0 and (REPO / "litenext_monai").is_dir():
+    imported_from_checkout = Path(litenext_monai.__file__).resolve().parents[1] == REPO.resolve()
+    if git.returncode == 0 and imported_from_checkout:
         assert tags["mlflow.source.git.commit"] == git.stdout.strip()
+    else:
+        assert "mlflow.source.git.commit" not in tags
 
 
 def test_load_by_every_uri_form_equals_file(logged, monkeypatch):

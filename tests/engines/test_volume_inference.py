@@ -307,3 +307,19 @@ def test_cli_processes_good_inputs_and_reports_bad_ones(
     assert np.allclose(nib.load(str(single)).affine, _affine())
     with pytest.raises(SystemExit):
         cli.main([str(checkpoint), str(good), str(single), "--in-channels", "1", "--image-size", "20", "20"])
+
+
+def test_command_line_needs_only_a_self_describing_checkpoint(tmp_path: Path) -> None:
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "segment_volume.py"
+    spec = importlib.util.spec_from_file_location("segment_volume_cli", script)
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    checkpoint = tiny_checkpoint(tmp_path / "models")
+    source = _save(np.random.default_rng(2).random((20, 24, 3)).astype(np.float32), tmp_path / "vol.nii.gz")
+    assert (
+        cli.main([str(checkpoint), str(source), str(tmp_path / "vol_mask.nii.gz")]) == 0
+    )  # no --in-channels
+    mask = nib.load(tmp_path / "vol_mask.nii.gz")
+    assert mask.shape == (20, 24, 3) and set(np.unique(np.asarray(mask.dataobj))) <= {0, 1}

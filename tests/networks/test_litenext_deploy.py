@@ -154,3 +154,16 @@ def test_deploy_form_torchscript_and_onnx_runtime(tmp_path):
     for batch in (x, x[:1]):
         (onnx_out,) = session.run(None, {"image": batch.numpy()})
         assert np.abs(onnx_out - expected[: batch.shape[0]].numpy()).max() <= TOL
+
+
+def test_deploy_form_torch_export_with_free_batch(tmp_path):
+    """MLflow logs the deploy form with ``torch.export`` and a free batch dimension."""
+    paper, deploy = _pair()
+    reparameterize(deploy)
+    batch = torch.export.Dim("batch", min=1, max=64)
+    exported = torch.export.export(deploy, (torch.randn(2, 3, 64, 64),), dynamic_shapes={"x": {0: batch}})
+    torch.export.save(exported, str(tmp_path / "net.pt2"))
+    module = torch.export.load(str(tmp_path / "net.pt2")).module()
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        assert _max_diff(paper(x), module(x)) <= TOL
