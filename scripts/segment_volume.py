@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from litenext_monai.engines import load_inference_network, read_inference_settings, segment_volume
-from litenext_monai.engines.checkpoint import resolve_checkpoint_path
+from litenext_monai.engines.mlflow_models import resolve_checkpoint
 from litenext_monai.io import MODALITIES, is_nifti
 from litenext_monai.networks.litenext import SIZE_DIVISOR
 
@@ -119,7 +119,7 @@ def _settings(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict
         except (OSError, ValueError) as err:
             parser.error(f"{args.config}: cannot read the bundle config ({err})")
     try:  # a self-describing checkpoint (model.json beside model.pt) knows its own settings
-        described = read_inference_settings(resolve_checkpoint_path(args.checkpoint))
+        described = read_inference_settings(resolve_checkpoint(args.checkpoint))
     except FileNotFoundError:
         described = {}
     except ValueError as err:

@@ -8,17 +8,6 @@ from litenext_monai.engines.bundle_utils import (
     make_run_name,
     package_versions,
 )
-from litenext_monai.engines.deep_training import DeepTrainingSlopeHandler, deep_training_slope
-from litenext_monai.engines.handlers import (
-    BestModelSaver,
-    LastCheckpointHandler,
-    LearningCurvePlotter,
-    OverlaySaver,
-    loss_components,
-)
-from litenext_monai.engines.metrics import PerImageMetricsSaver, per_image_metrics
-from litenext_monai.engines.trainer import DEFAULT_LOSS_INPUTS, SegmentationTrainer
-from litenext_monai.engines.volume_inference import load_inference_network, segment_volume
 from litenext_monai.engines.checkpoint import (
     build_network,
     checkpoint_sha256,
@@ -27,8 +16,16 @@ from litenext_monai.engines.checkpoint import (
     read_inference_settings,
     write_inference_settings,
 )
-from litenext_monai.engines.predictor import Predictor, segment_dicom_to_seg
+from litenext_monai.engines.deep_training import DeepTrainingSlopeHandler, deep_training_slope
 from litenext_monai.engines.failures import BatchFailedError, FailureReport
+from litenext_monai.engines.handlers import (
+    BestModelSaver,
+    LastCheckpointHandler,
+    LearningCurvePlotter,
+    OverlaySaver,
+    loss_components,
+)
+from litenext_monai.engines.metrics import PerImageMetricsSaver, per_image_metrics
 from litenext_monai.engines.mlflow_models import (
     MLflowLineage,
     MLflowModelLogger,
@@ -39,6 +36,9 @@ from litenext_monai.engines.mlflow_models import (
     provenance_tags,
     resolve_checkpoint,
 )
+from litenext_monai.engines.predictor import Predictor, segment_dicom_to_seg
+from litenext_monai.engines.trainer import DEFAULT_LOSS_INPUTS, SegmentationTrainer
+from litenext_monai.engines.volume_inference import load_inference_network, segment_volume
 
 __all__ = [
     "BestModelSaver",

@@ -49,7 +49,6 @@ __all__ = [
     "model_metadata",
     "network_config",
     "read_inference_settings",
-    "resolve_checkpoint_path",
     "write_inference_settings",
 ]
 
@@ -321,18 +320,6 @@ def checkpoint_sha256(checkpoint: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def resolve_checkpoint_path(path_or_uri: str | os.PathLike) -> str:
-    """A local ``model.pt`` for a path or an MLflow model URI.
-
-    Uses ``litenext_monai.engines.resolve_checkpoint`` (MLflow URIs such as ``models:/NAME/1``)
-    when the package provides it; otherwise the path is taken as local.
-    """
-    from litenext_monai import engines
-
-    resolve = getattr(engines, "resolve_checkpoint", None)
-    return str(resolve(path_or_uri)) if callable(resolve) else str(path_or_uri)
-
-
 def load_network_from_checkpoint(
     ckpt_path_or_uri: str | os.PathLike, device: str | torch.device = "cpu", deploy: bool = True
 ) -> tuple[nn.Module, dict[str, Any]]:
@@ -352,7 +339,9 @@ def load_network_from_checkpoint(
         FileNotFoundError: no checkpoint or no ``model.json``.
         ValueError: unreadable settings or weights, or a ``network_def`` that cannot be built.
     """
-    local = resolve_checkpoint_path(ckpt_path_or_uri)
+    from litenext_monai.engines.mlflow_models import resolve_checkpoint  # it imports this module
+
+    local = resolve_checkpoint(ckpt_path_or_uri)
     if not Path(local).is_file():
         raise FileNotFoundError(f"{local}: no such checkpoint file")
     settings = read_inference_settings(local)

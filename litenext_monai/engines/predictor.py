@@ -30,8 +30,8 @@ from litenext_monai.engines.checkpoint import (
     dicom_seg_metadata,
     load_network_from_checkpoint,
     read_inference_settings,
-    resolve_checkpoint_path,
 )
+from litenext_monai.engines.mlflow_models import resolve_checkpoint
 from litenext_monai.io import normalize_intensity, read_dicom_frames, to_channels
 from litenext_monai.io.dicom_seg import position_order, read_dicom_headers, write_dicom_seg
 from litenext_monai.transforms import LoadImage2D
@@ -187,9 +187,9 @@ def segment_dicom_to_seg(
     if network is None:
         network, settings = load_network_from_checkpoint(checkpoint)
     elif settings is None:
-        settings = read_inference_settings(resolve_checkpoint_path(checkpoint))
+        settings = read_inference_settings(resolve_checkpoint(checkpoint))
     assert settings is not None
-    local = settings.get("checkpoint") or resolve_checkpoint_path(checkpoint)
+    local = settings.get("checkpoint") or resolve_checkpoint(checkpoint)
     headers = read_dicom_headers(files)
     for path, header in zip(files, headers):
         if "Rows" not in header or "Columns" not in header:

@@ -26,8 +26,8 @@ from litenext_monai.engines.checkpoint import (
     inference_settings_path,
     load_network_from_checkpoint,
     load_state_dict,
-    resolve_checkpoint_path,
 )
+from litenext_monai.engines.mlflow_models import resolve_checkpoint
 from litenext_monai.io import (
     DEFAULT_CT_WINDOW,
     DEFAULT_PERCENTILES,
@@ -80,7 +80,7 @@ def load_inference_network(
         ValueError: the file is not a ``state_dict``, does not fit the network, contradicts
             ``in_channels``, or ``in_channels`` is missing for a checkpoint without ``model.json``.
     """
-    local = resolve_checkpoint_path(checkpoint)
+    local = resolve_checkpoint(checkpoint)
     if inference_settings_path(local).is_file():
         network, settings = load_network_from_checkpoint(local, deploy=deploy)
         if in_channels is not None and int(in_channels) != int(settings["in_channels"]):

@@ -153,11 +153,11 @@ class ProjectUp(nn.Module):
         only the size of the temporaries: a D-channel map at H/2 is 8 MiB for a 256² image, which
         glibc hands back to the OS after each pass and page-faults in again on the next.
         """
+        if max_tile_elements <= 0:
+            return apply_per_pixel(self.project(x), matrix)
         h, w = x.shape[2], x.shape[3]
-        rows = h
-        if max_tile_elements > 0:
-            # Per image, not per batch: an export with a free batch dimension stays valid.
-            rows = max(1, max_tile_elements // max(1, self.out_channels * w))
+        # Per image, not per batch: an export with a free batch dimension stays valid.
+        rows = max(1, max_tile_elements // max(1, self.out_channels * w))
         if rows >= h:
             return apply_per_pixel(self.project(x), matrix)
         parts = [apply_per_pixel(self.project(x[:, :, i : i + rows]), matrix) for i in range(0, h, rows)]

@@ -13,7 +13,6 @@ from tests.bundle.conftest import INFERENCE, SETTINGS, TRAIN, bundle_cmd, run_cm
 
 REGISTERED = "litenext_bundle_test"
 # inference.json resolves the checkpoint without a tracking URI; point it at the run's store
-RESOLVE_WITH_STORE = "$litenext_monai.engines.resolve_checkpoint(@ckpt_path, @tracking_uri)"
 
 
 @pytest.mark.slow
@@ -60,7 +59,7 @@ def test_register_and_infer_by_uri(synthetic_data, tmp_path):
         run_cmd(
             bundle_cmd(
                 "run", "--config_file", str([TRAIN, INFERENCE]), *overrides,
-                "--ckpt_path", ckpt, "--local_ckpt_path", RESOLVE_WITH_STORE,
+                "--ckpt_path", ckpt,
                 "--prediction_dir", str(predictions[label]), "--save_overlays", "False",
                 "--tracking", SETTINGS, "--run_name", f"infer_{label}",
             ),

@@ -8,6 +8,10 @@ rounding, on weights far from initialisation.
 
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -167,3 +171,60 @@ def test_deploy_form_torch_export_with_free_batch(tmp_path):
     x = torch.randn(3, 3, 64, 64)
     with torch.no_grad():
         assert _max_diff(paper(x), module(x)) <= TOL
+
+
+def test_training_steps_are_identical_for_the_same_seed():
+    def train() -> dict[str, torch.Tensor]:
+        torch.manual_seed(3)
+        net = LiteNeXt(base_channels=4)
+        optimizer = torch.optim.NAdam(net.parameters(), lr=1e-2)
+        x = torch.rand(2, 3, 32, 32)
+        y = (torch.rand(2, 1, 32, 32) > 0.5).float()
+        for _ in range(3):
+            optimizer.zero_grad()
+            LiteNeXtLoss(serp_weight=0.0)(net(x), y)["loss"].backward()
+            optimizer.step()
+        return net.state_dict()
+
+    first, second = train(), train()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+_FAULTS_SCRIPT = """
+import resource, sys, torch
+import litenext_monai.networks.litenext as litenext
+torch.set_num_threads(1)
+if sys.argv[1] == "off":
+    litenext._malloc_thresholds_raised = True  # pretend it already ran: glibc keeps its defaults
+net = litenext.LiteNeXt().eval()
+net.reparameterize()
+x = torch.rand(1, 3, 256, 256)
+with torch.inference_mode():
+    for _ in range(3):
+        net(x)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(5):
+        net(x)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc page-fault behaviour (Linux only)")
+def test_raised_malloc_thresholds_stop_page_faults_of_inference():
+    """The default-on allocator fix, counted in minor page faults per forward pass (not time)."""
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("needs glibc")
+    if any(name.startswith("MALLOC_") for name in os.environ):
+        pytest.skip("MALLOC_* environment tuning is set, which hides the default behaviour")
+    faults = {}
+    for mode in ("on", "off"):
+        result = subprocess.run(
+            [sys.executable, "-c", _FAULTS_SCRIPT, mode],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        faults[mode] = float(result.stdout.strip().splitlines()[-1])
+    assert faults["off"] > 300, faults  # MiB-sized activations faulted in again on every pass
+    assert faults["on"] < faults["off"] / 10, faults
