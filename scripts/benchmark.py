@@ -28,6 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folder-images", type=int, default=16, help="PNGs in the folder-inference test")
     parser.add_argument("--train-batch", type=int, default=8)
     parser.add_argument("--train-rounds", type=int, default=3)
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall time, or process CPU time (robust to other processes' load with --threads 1)",
+    )
     parser.add_argument("--skip-training", action="store_true", help="latency, memory and inference only")
     parser.add_argument(
         "--baseline-commit",
@@ -46,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         train_rounds=args.train_rounds,
         skip_training=args.skip_training,
         baseline_commit=args.baseline_commit,
+        clock=args.clock,
         log=lambda message: print(message, file=sys.stderr, flush=True),
     )
     print(report)

@@ -146,13 +146,20 @@ def peak_activation_bytes(model: nn.Module, x: torch.Tensor) -> int:
     return tracker.peak
 
 
-def _median_call(step: Callable[[], Any], runs: int, sync: Callable[[], None]) -> float:
+#: Clocks of :func:`interleaved_medians`: wall time, or this process's CPU time (all threads),
+#: which on a loaded machine excludes the time the process waits for a core; with one thread it
+#: is the least noisy measure there.
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def _median_call(step: Callable[[], Any], runs: int, sync: Callable[[], None], clock: str) -> float:
+    now = CLOCKS[clock]
     times = []
     for _ in range(runs):
-        start = time.perf_counter()
+        start = now()
         step()
         sync()
-        times.append(time.perf_counter() - start)
+        times.append(now() - start)
     return statistics.median(times)
 
 
@@ -162,6 +169,7 @@ def interleaved_medians(
     runs: int,
     warmup: int,
     sync: Callable[[], None] = lambda: None,
+    clock: str = "wall",
 ) -> dict[str, float]:
     """Seconds per call of every step: the median over ``rounds`` interleaved rounds of per-round medians."""
     for step in steps.values():
@@ -171,7 +179,7 @@ def interleaved_medians(
     per_round: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(rounds):
         for name, step in steps.items():
-            per_round[name].append(_median_call(step, runs, sync))
+            per_round[name].append(_median_call(step, runs, sync, clock))
     return {name: statistics.median(values) for name, values in per_round.items()}
 
 
@@ -347,6 +355,7 @@ def run_benchmark(
     skip_training: bool = False,
     baseline_commit: str = BASELINE_COMMIT,
     repo: Path | None = None,
+    clock: str = "wall",
     log: Callable[[str], None] = print,
 ) -> str:
     """Run every measurement and return the report (Markdown tables and notes)."""
@@ -359,8 +368,8 @@ def run_benchmark(
     rows = {name: Row(name, count_parameters(model)) for name, model in models.items()}
     x1, x8 = torch.rand(1, 3, size, size), torch.rand(8, 3, size, size)
     report = [
-        f"CPU, {size}×{size}, {threads} threads, torch {torch.__version__}; medians of {rounds} interleaved "
-        f"rounds of {runs} calls each."
+        f"CPU, {size}×{size}, {threads} threads, torch {torch.__version__}, {clock} clock; medians of "
+        f"{rounds} interleaved rounds of {runs} calls each."
     ]
 
     log("latency, batch 1 and 8 …")
@@ -368,7 +377,7 @@ def run_benchmark(
     for name, model in models.items():
         steps[(name, "b1_ms")] = _infer(model, x1)
         steps[(name, "b8_ms")] = _infer(model, x8)
-    for (name, key), seconds in interleaved_medians(steps, rounds, runs, warmup).items():
+    for (name, key), seconds in interleaved_medians(steps, rounds, runs, warmup, clock=clock).items():
         rows[name].values[key] = seconds * 1e3
         if key == "b8_ms":
             rows[name].values["img_s"] = 8.0 / seconds
@@ -384,7 +393,7 @@ def run_benchmark(
                 name: _onnx_session(models[name], x1, Path(tmp) / f"{i}.onnx", threads)
                 for i, name in enumerate(("LiteNeXt deploy form", REFERENCE))
             }
-            for name, seconds in interleaved_medians(onnx_steps, rounds, runs, warmup).items():
+            for name, seconds in interleaved_medians(onnx_steps, rounds, runs, warmup, clock=clock).items():
                 rows[name].values["ort_ms"] = seconds * 1e3
         except ImportError as err:
             notes.append(f"ONNX Runtime: skipped ({err})")
@@ -404,7 +413,7 @@ def run_benchmark(
             **{("folder", n): s for n, s in folder_steps.items()},
             **{("pure", n): s for n, s in pure_steps.items()},
         }
-        timed = interleaved_medians(both, rounds, max(1, runs // 5), 1)
+        timed = interleaved_medians(both, rounds, max(1, runs // 3), 1, clock=clock)
         for name in folder_names:
             folder_img_s = folder_images / timed[("folder", name)]
             pure_img_s = 1.0 / timed[("pure", name)]
@@ -447,13 +456,19 @@ def run_benchmark(
 
     if not skip_training:
         log("training …")
-        report += ["", _training_report(size, train_batch, train_rounds, baseline_commit, repo, notes)]
+        report += ["", _training_report(size, train_batch, train_rounds, baseline_commit, repo, notes, clock)]
     report += ["", "Notes:"] + [f"- {note}" for note in notes]
     return "\n".join(report)
 
 
 def _training_report(
-    size: int, batch: int, rounds: int, baseline_commit: str, repo: Path | None, notes: list[str]
+    size: int,
+    batch: int,
+    rounds: int,
+    baseline_commit: str,
+    repo: Path | None,
+    notes: list[str],
+    clock: str = "wall",
 ) -> str:
     from litenext_monai.networks import LiteNeXt
 
@@ -472,7 +487,7 @@ def _training_report(
             torch.manual_seed(0)
             steps[(label, serp)] = training_step(cls(), batch, size, serp)
     steps[("data", False)] = data_pipeline_step(size)
-    timed = interleaved_medians(steps, rounds, 2, 1)
+    timed = interleaved_medians(steps, rounds, 2, 1, clock=clock)
     first = next(iter(variants))
     lines = [
         f"Training step, batch {batch}, {size}×{size} (weight maps precomputed as the data loader does):",

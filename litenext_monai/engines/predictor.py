@@ -134,7 +134,11 @@ class Predictor:
             sizes = {tuple(item["image"].shape) for item in items}
             groups = [[item] for item in items] if len(sizes) > 1 else [items]
             for group in groups:
-                batch = torch.stack([torch.as_tensor(item["image"]) for item in group]).to(self.device)
+                # The network runs on plain tensors: a MetaTensor would route each of its ops
+                # through MetaTensor.__torch_function__ (about half of the folder-inference
+                # time); the logits get the image's metadata back for Invertd below.
+                plain = [torch.as_tensor(item["image"]).as_subclass(torch.Tensor) for item in group]
+                batch = torch.stack(plain).to(self.device)
                 with torch.no_grad():
                     logits = self.network(batch)
                 for item, logit in zip(group, logits.detach().cpu()):
@@ -142,7 +146,7 @@ class Predictor:
                         raise ValueError(
                             f"expected one output channel, got logits of shape {tuple(logit.shape)}"
                         )
-                    item["pred"] = logit
+                    item["pred"] = MetaTensor(logit).copy_meta_from(item["image"])
                     for transform in self.postprocess:
                         item = transform(item)
                     masks.append(np.asarray(torch.as_tensor(item["pred"])[0], dtype=np.uint8))
