@@ -28,6 +28,9 @@ from tests.bundle.conftest import (
 )
 from tests.conftest import skip_or_fail
 
+#: MLflow 3 servers start a pool of job-runner processes by default; the tests need none of them.
+MLFLOW_SERVER_ENV = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
 
 def _wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
@@ -172,7 +175,7 @@ def test_mlflow_server(synthetic_data, tmp_path):
             "--backend-store-uri", f"sqlite:///{tmp_path / 'db.sqlite'}",
             "--default-artifact-root", str(tmp_path / "art"), "--workers", "1",
         ],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=MLFLOW_SERVER_ENV,
     )  # fmt: skip
     uri = f"http://127.0.0.1:{port}"
     try:

@@ -51,6 +51,9 @@ mlflow = pytest.importorskip("mlflow")
 from ignite.engine import Engine, Events  # noqa: E402
 from monai.handlers import MLFlowHandler  # noqa: E402
 
+#: MLflow 3 servers start a pool of job-runner processes by default; the tests need none of them.
+MLFLOW_SERVER_ENV = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
 
 @dataclass
 class Logged:
@@ -296,7 +299,7 @@ def test_mlflow_ui_serves_model_and_datasets(logged):
     ui = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", logged.tracking_uri, "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=MLFLOW_SERVER_ENV,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
