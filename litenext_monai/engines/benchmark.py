@@ -292,37 +292,38 @@ def _load_baseline_litenext(commit: str, repo: Path) -> type | None:
 
 
 def training_step(net: nn.Module, batch: int, size: int, serp: bool) -> Callable[[], None]:
-    """One optimiser step of Algorithm 2 (``serp``) or MWL + Dice, weight maps from the "data loader"."""
+    """One optimiser step of Algorithm 2 (``serp``) or MWL + Dice, weight maps from the "data loader".
+
+    The bundle's training module: :class:`~litenext_monai.networks.SeRPNetwork` around ``net`` with
+    the ``ema_model`` of Ignite's ``EMAHandler`` as the target encoder, and that handler's update
+    (``φ ← (1 − m)·φ + m·θ``) after the step.
+    """
+    from ignite.handlers import EMAHandler
+
     from litenext_monai.losses import LiteNeXtLoss, marginal_weight_map
-    from litenext_monai.networks import EMATargetEncoder, ProjectorS, ProjectorT
+    from litenext_monai.networks import SeRPNetwork
 
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(batch, 3, size, size, generator=gen)
     weak = torch.rand(batch, 3, size, size, generator=gen)
     y = (torch.rand(batch, 1, size, size, generator=gen) > 0.5).float()
     weight_map = marginal_weight_map(y)
-    projector, target, target_projector = (
-        ProjectorS(net.feature_channels),
-        EMATargetEncoder(net.encoder),
-        ProjectorT(),
-    )
-    params = list(net.parameters()) + (list(projector.parameters()) if serp else [])
-    optimizer = torch.optim.NAdam(params, lr=1e-4)
+    ema = EMAHandler(net.encoder, momentum=0.01)
+    module = SeRPNetwork(net, ema.ema_model) if serp else net
+    optimizer = torch.optim.NAdam([p for p in module.parameters() if p.requires_grad], lr=1e-4)
     loss_fn = LiteNeXtLoss(serp_weight=1.0 if serp else 0.0)
-    net.train()
+    target, online = list(ema.ema_model.parameters()), list(net.encoder.parameters())
+    module.train()
 
     def step() -> None:
-        features = net.forward_features(x)
-        kwargs = {"weight_map": weight_map}
-        if serp:
-            kwargs["online_embedding"] = projector(features[-1])
-            kwargs["target_embedding"] = target_projector(target(weak)[-1])
-        loss = loss_fn(net.forward_head(features), y, **kwargs)["loss"]
+        out = module(x, weak=weak) if serp else {"pred": module(x)}
+        loss = loss_fn(out.pop("pred"), y, weight_map=weight_map, **out)["loss"]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         if serp:
-            target.update(net.encoder)
+            with torch.no_grad():
+                torch._foreach_lerp_(target, online, ema.momentum)
 
     return step
 

@@ -17,7 +17,6 @@ from litenext_monai.networks.mininet import MiniNet
 from litenext_monai.networks.serp import (
     DEFAULT_EMA_MOMENTUM,
     DEFAULT_PROJECTOR_HIDDEN,
-    EMATargetEncoder,
     ProjectorS,
     ProjectorT,
     SeRPNetwork,
@@ -36,7 +35,6 @@ __all__ = [
     "LiteNeXtEncoder",
     "DEFAULT_EMA_MOMENTUM",
     "DEFAULT_PROJECTOR_HIDDEN",
-    "EMATargetEncoder",
     "ProjectorS",
     "ProjectorT",
     "SeRPNetwork",

@@ -242,6 +242,7 @@ class LiteNeXt(nn.Module):
             raise ValueError(f"base_channels must be >= 1, got {base_channels}.")
         self.in_channels = in_channels
         self.out_channels = out_channels
+        self.base_channels, self.kernel_size = base_channels, kernel_size  # rebuilt from model.json
         self.encoder = LiteNeXtEncoder(in_channels, base_channels, kernel_size)
         widths = self.encoder.feature_channels
         context = widths[-1]

@@ -77,11 +77,8 @@ def test_two_ranks_equal_one_process_with_twice_the_batch(synthetic_data, tmp_pa
     runs = [p for p in out.iterdir() if p.is_dir() and p.name.startswith("train_")]
     assert len(runs) == 1
     written = {p.name for p in (tmp_path / "two" / "models").iterdir()}
-    assert (
-        {"last.pt", "last_run_name.txt", "model.pt"}
-        <= written
-        <= {"last.pt", "last_run_name.txt", "model.pt", "model.json"}
-    )
+    # one checkpoint set, no per-rank copies (model.json, metadata.json: the self-describing settings)
+    assert written == {"last.pt", "last_run_name.txt", "model.pt", "model.json", "metadata.json"}
     rows = (runs[0] / "val_per_image_metrics.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + NUM_VAL
     client = MlflowClient(f"sqlite:///{out / 'mlruns.db'}")
