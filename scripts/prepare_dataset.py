@@ -32,11 +32,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--list", action="store_true", help="print the known dataset names and exit")
     parser.add_argument("--check", metavar="OUT_DIR", help="validate an already prepared folder")
     parser.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
-    parser.add_argument("--ratios", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"), help="split ratios")
-    parser.add_argument("--split", choices=["default", "random", "official"], default="default", help="split policy")
+    parser.add_argument(
+        "--ratios", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"), help="split ratios"
+    )
+    parser.add_argument(
+        "--split", choices=["default", "random", "official"], default="default", help="split policy"
+    )
     parser.add_argument("--folds", type=int, help="k-fold cross-validation with this many folds")
     parser.add_argument("--fold", type=int, default=0, help="validation fold for --folds (default 0)")
-    parser.add_argument("--axis", type=int, default=2, help="slicing axis for NIfTI volumes ('folders' layout)")
+    parser.add_argument(
+        "--axis", type=int, default=2, help="slicing axis for NIfTI volumes ('folders' layout)"
+    )
     parser.add_argument("--validate-only", action="store_true", help="check the release, write nothing")
     parser.add_argument("--strict", action="store_true", help="treat warnings as errors")
     return parser

@@ -83,7 +83,9 @@ def ratio_split(
     order = _shuffled(list(members), seed)
     n_train, n_val, _ = _counts(len(order), ratios)
     parts = (order[:n_train], order[n_train : n_train + n_val], order[n_train + n_val :])
-    return {key: sorted(c for g in part for c in members[g]) for key, part in zip(SPLIT_KEYS, parts, strict=True)}
+    return {
+        key: sorted(c for g in part for c in members[g]) for key, part in zip(SPLIT_KEYS, parts, strict=True)
+    }
 
 
 def official_split(

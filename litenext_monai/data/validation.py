@@ -161,7 +161,10 @@ def _channels_equal(mask: np.ndarray) -> bool:
 
 
 def check_duplicates(
-    hashes: Mapping[str, str], splits: Mapping[str, Iterable[str]], files: Mapping[str, str], report: ValidationReport
+    hashes: Mapping[str, str],
+    splits: Mapping[str, Iterable[str]],
+    files: Mapping[str, str],
+    report: ValidationReport,
 ) -> None:
     """Report images whose pixels are identical: across splits (leakage) and within one split."""
     where = {case: key for key in SPLIT_KEYS for case in splits.get(key, [])}
@@ -176,7 +179,11 @@ def check_duplicates(
         keys = sorted({where[c] for c in cases})
         names = ", ".join(files.get(c, c) for c in cases)
         if len(keys) > 1:
-            report.warning("duplicate_across_splits", files.get(cases[0], cases[0]), f"identical images in {keys}: {names}")
+            report.warning(
+                "duplicate_across_splits",
+                files.get(cases[0], cases[0]),
+                f"identical images in {keys}: {names}",
+            )
         else:
             report.warning("duplicate_image", files.get(cases[0], cases[0]), f"identical images: {names}")
 
@@ -216,7 +223,9 @@ def validate_prepared(folder: str | os.PathLike, strict: bool = False) -> Valida
         return report
     datalist = json.loads(datalist_path.read_text(encoding="utf-8"))
     if "split_hash" in datalist and datalist["split_hash"] != split_hash(datalist):
-        report.error("split_hash_mismatch", datalist_path, "stored split_hash does not match the datalist content")
+        report.error(
+            "split_hash_mismatch", datalist_path, "stored split_hash does not match the datalist content"
+        )
     hashes: dict[str, str] = {}
     files: dict[str, str] = {}
     splits: dict[str, list[str]] = {key: [] for key in SPLIT_KEYS}
@@ -243,7 +252,11 @@ def validate_prepared(folder: str | os.PathLike, strict: bool = False) -> Valida
                 continue
             values = set(np.unique(mask).tolist())
             if not (values <= {0, 1} or values <= {0, 255}):
-                report.warning("unexpected_mask_values", mask_file, f"values {sorted(values)[:8]}; expected {{0, 1}} or {{0, 255}}")
+                report.warning(
+                    "unexpected_mask_values",
+                    mask_file,
+                    f"values {sorted(values)[:8]}; expected {{0, 1}} or {{0, 255}}",
+                )
             if not np.any(mask):
                 report.empty_masks.append(case)
             hashes[case] = pixel_hash(image)

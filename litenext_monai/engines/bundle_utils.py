@@ -144,7 +144,9 @@ def inference_items(
     )
 
 
-def _select(items: list[dict[str, Any]], skip_existing: str | os.PathLike | None, shard: bool) -> list[dict[str, Any]]:
+def _select(
+    items: list[dict[str, Any]], skip_existing: str | os.PathLike | None, shard: bool
+) -> list[dict[str, Any]]:
     """Drop the outputs that exist already, then keep this rank's share of whole outputs."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for item in items:

@@ -209,7 +209,10 @@ class BestModelSaver:
         if not self._settings_checked:
             try:
                 check_network_config(
-                    self.settings["network_def"], network, self.settings["image_size"], self.settings["in_channels"]
+                    self.settings["network_def"],
+                    network,
+                    self.settings["image_size"],
+                    self.settings["in_channels"],
                 )
             except ValueError as err:
                 # A wrong model.json is worse than none: inference then falls back to the bundle config.

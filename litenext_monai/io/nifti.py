@@ -192,7 +192,9 @@ def stack_slices(
     expected = tuple(s for a, s in enumerate(shape) if a != axis)
     for array, index in zip(arrays, indices, strict=True):
         if tuple(np.shape(array)) != expected:
-            raise ValueError(f"slice {index} has shape {np.shape(array)}, expected {expected} for {reference}")
+            raise ValueError(
+                f"slice {index} has shape {np.shape(array)}, expected {expected} for {reference}"
+            )
         if not 0 <= index < shape[axis]:
             raise ValueError(f"slice index {index} outside 0..{shape[axis] - 1} of {reference}")
         selector = [slice(None)] * 3

@@ -16,7 +16,9 @@ __all__ = ["SUPPORTED_2D_SUFFIXES", "read_image"]
 SUPPORTED_2D_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".nii", ".nii.gz", ".dcm")
 
 
-def read_image(path: str | os.PathLike, as_label: bool = False, dicom_voi: bool = False) -> tuple[np.ndarray, dict]:
+def read_image(
+    path: str | os.PathLike, as_label: bool = False, dicom_voi: bool = False
+) -> tuple[np.ndarray, dict]:
     """Read a 2D image or mask in image order (``H×W`` or ``H×W×C``, row = image row).
 
     The format is chosen from the suffix (DICOM also by its ``DICM`` marker). See

@@ -35,7 +35,9 @@ class SoftDiceLoss(DiceLoss):
     def __init__(
         self, smooth: float = DEFAULT_DICE_SMOOTH, reduction: LossReduction | str = LossReduction.MEAN
     ) -> None:
-        super().__init__(sigmoid=True, smooth_nr=0.0, smooth_dr=smooth, reduction=LossReduction(reduction).value)
+        super().__init__(
+            sigmoid=True, smooth_nr=0.0, smooth_dr=smooth, reduction=LossReduction(reduction).value
+        )
         self.smooth = smooth
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -93,7 +93,11 @@ class LoadImage2D(Transform):
                 )
             data = np.moveaxis(to_channels(image, self.channels), -1, 0).astype(np.float32)
         affine = meta.get("affine")
-        affine = torch.eye(4, dtype=torch.float64) if affine is None else torch.as_tensor(affine, dtype=torch.float64)
+        affine = (
+            torch.eye(4, dtype=torch.float64)
+            if affine is None
+            else torch.as_tensor(affine, dtype=torch.float64)
+        )
         tensor_meta = {
             "filename_or_obj": str(filename),
             "spatial_shape": np.asarray(meta["spatial_shape"]),

@@ -238,7 +238,9 @@ def test_packed_bundle_runs_from_anywhere(synthetic_data, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     overrides = small_overrides(synthetic_data, tmp_path / "out", tmp_path / "models", max_epochs=1)
     overrides[overrides.index("--bundle_root") + 1] = str(packed)
-    run_cmd(bundle_cmd("run", "--config_file", str(packed / "configs" / "train.json"), *overrides), cwd=elsewhere)
+    run_cmd(
+        bundle_cmd("run", "--config_file", str(packed / "configs" / "train.json"), *overrides), cwd=elsewhere
+    )
     assert (tmp_path / "models" / "model.pt").is_file()
 
 

@@ -178,7 +178,12 @@ def test_sharded_inference_writes_every_output_once_and_resumes(tmp_path):
     victim = next(o for o in outputs if o.endswith(".png"))
     (out / victim).unlink()
     second = subprocess.run(
-        [*infer, "--skip_existing", "True"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400
+        [*infer, "--skip_existing", "True"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
     )
     assert second.returncode != 0  # broken.png still fails
     assert (out / victim).is_file()

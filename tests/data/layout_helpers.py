@@ -13,7 +13,14 @@ import nibabel as nib
 import numpy as np
 from PIL import Image
 
-__all__ = ["random_image", "rect_mask", "tree_digest", "read_output_mask", "read_output_image", "check_prepared"]
+__all__ = [
+    "random_image",
+    "rect_mask",
+    "tree_digest",
+    "read_output_mask",
+    "read_output_image",
+    "check_prepared",
+]
 
 
 def random_image(rng: np.random.Generator, height: int, width: int, channels: int = 3) -> np.ndarray:
@@ -75,7 +82,9 @@ def check_prepared(
     for case, expected in masks.items():
         got = read_output_mask(out_dir / entries[case]["label"])
         assert got.shape == expected.shape, f"{case}: mask shape {got.shape} != {expected.shape}"
-        assert np.array_equal(got, expected.astype(bool)), f"{case}: mask differs in {int((got != expected).sum())} pixels"
+        assert np.array_equal(got, expected.astype(bool)), (
+            f"{case}: mask differs in {int((got != expected).sum())} pixels"
+        )
         if images is not None and case in images:
             image = read_output_image(out_dir / entries[case]["image"])
             assert np.array_equal(image, images[case]), f"{case}: image pixels differ"

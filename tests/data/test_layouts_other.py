@@ -127,12 +127,16 @@ def test_drive_and_chase(tmp_path: Path) -> None:
     check_prepared(tmp_path / "out_ch", expected)
     where = {c: k for k, ids in result.splits.items() for c in ids}
     for child in range(1, 6):
-        assert where[f"Image_{child:02d}L"] == where[f"Image_{child:02d}R"], "both eyes of a child in one split"
+        assert where[f"Image_{child:02d}L"] == where[f"Image_{child:02d}R"], (
+            "both eyes of a child in one split"
+        )
 
 
 def _xml(polygons: list[list[tuple[float, float]]]) -> str:
     regions = "".join(
-        f'<Region Id="{k}"><Vertices>' + "".join(f'<Vertex X="{x}" Y="{y}" Z="0"/>' for x, y in poly) + "</Vertices></Region>"
+        f'<Region Id="{k}"><Vertices>'
+        + "".join(f'<Vertex X="{x}" Y="{y}" Z="0"/>' for x, y in poly)
+        + "</Vertices></Region>"
         for k, poly in enumerate(polygons, 1)
     )
     return f'<?xml version="1.0"?><Annotations><Annotation Id="1"><Regions>{regions}</Regions></Annotation></Annotations>'

@@ -55,12 +55,19 @@ def test_kfold_covers_every_case_once_as_validation() -> None:
 
 def test_split_hash_tracks_membership_only(tmp_path: Path) -> None:
     datalist = {
-        "training": [{"image": "images/a.png", "label": "masks/a.png", "case_id": "a"}, {"image": "images/b.png", "label": "masks/b.png", "case_id": "b"}],
+        "training": [
+            {"image": "images/a.png", "label": "masks/a.png", "case_id": "a"},
+            {"image": "images/b.png", "label": "masks/b.png", "case_id": "b"},
+        ],
         "validation": [{"image": "images/c.png", "label": "masks/c.png", "case_id": "c"}],
         "test": [],
     }
     reordered = dict(datalist, training=list(reversed(datalist["training"])), name="other")
-    moved = dict(datalist, training=datalist["training"][:1], validation=datalist["training"][1:] + datalist["validation"])
+    moved = dict(
+        datalist,
+        training=datalist["training"][:1],
+        validation=datalist["training"][1:] + datalist["validation"],
+    )
     assert split_hash(datalist) == split_hash(reordered)
     assert split_hash(datalist) != split_hash(moved)
     assert len(split_hash(datalist)) == 64

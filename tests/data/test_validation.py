@@ -18,7 +18,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cli():
-    spec = importlib.util.spec_from_file_location("prepare_dataset_cli", ROOT / "scripts" / "prepare_dataset.py")
+    spec = importlib.util.spec_from_file_location(
+        "prepare_dataset_cli", ROOT / "scripts" / "prepare_dataset.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.main
@@ -111,7 +113,9 @@ def test_validate_prepared_finds_problems(tmp_path: Path) -> None:
         Image.fromarray(mask.astype(np.uint8) * 255).save(out / "masks" / f"{name}.png")
         entries.append({"image": f"images/{name}.png", "label": f"masks/{name}.png", "case_id": name})
     Image.fromarray(same).save(out / "images" / "orphan.png")
-    (out / "datalist.json").write_text(json.dumps({"training": entries[:1] + entries[2:], "validation": entries[1:2], "test": []}))
+    (out / "datalist.json").write_text(
+        json.dumps({"training": entries[:1] + entries[2:], "validation": entries[1:2], "test": []})
+    )
     report = validate_prepared(out)
     kinds = {(i.kind, Path(i.file).name) for i in report.issues}
     assert ("size_mismatch", "c.png") in kinds

@@ -101,8 +101,17 @@ def test_sharding_deals_out_whole_outputs_and_skip_existing(tmp_path, monkeypatc
     assert not {i["image"] for i in shards[0]} & {i["image"] for i in shards[1]}
     series_ranks = {r for r, s in enumerate(shards) for i in s if i["output_name"] == "series.dcm"}
     assert len(series_ranks) == 1  # the slices of one series stay on one rank, in order
-    assert [i["image"] for s in shards for i in s if i["output_name"] == "series.dcm"] == ["s0.dcm", "s1.dcm", "s2.dcm"]
+    assert [i["image"] for s in shards for i in s if i["output_name"] == "series.dcm"] == [
+        "s0.dcm",
+        "s1.dcm",
+        "s2.dcm",
+    ]
     (tmp_path / "img1_mask.png").write_bytes(b"done")
     monkeypatch.setattr(bundle_utils, "rank_and_world", lambda: (0, 1))
     kept = bundle_utils._select(items, tmp_path, shard=True)
-    assert {i["output_name"] for i in kept} == {"series.dcm", "img0_mask.png", "img2_mask.png", "img3_mask.png"}
+    assert {i["output_name"] for i in kept} == {
+        "series.dcm",
+        "img0_mask.png",
+        "img2_mask.png",
+        "img3_mask.png",
+    }

@@ -31,12 +31,14 @@ def test_lossless_formats_keep_rows_and_values(tmp_path: Path, suffix: str) -> N
 def test_rgba_drops_alpha_and_rgb_tiff(tmp_path: Path) -> None:
     Image.fromarray(np.dstack([RGB, np.full((20, 30), 9, np.uint8)])).save(tmp_path / "rgba.png")
     assert np.array_equal(read_image_2d(tmp_path / "rgba.png")[0], RGB)
-    tifffile.imwrite(tmp_path / "planar.tif", np.moveaxis(RGB, -1, 0), planarconfig="separate", photometric="rgb")
+    tifffile.imwrite(
+        tmp_path / "planar.tif", np.moveaxis(RGB, -1, 0), planarconfig="separate", photometric="rgb"
+    )
     assert np.array_equal(read_image_2d(tmp_path / "planar.tif")[0], RGB)
 
 
 def test_sixteen_bit_and_jpeg(tmp_path: Path) -> None:
-    deep = (GREY.astype(np.uint16) * 257)
+    deep = GREY.astype(np.uint16) * 257
     Image.fromarray(deep).save(tmp_path / "deep.png")
     array, meta = read_image(tmp_path / "deep.png")
     assert array.dtype == np.uint16 and np.array_equal(array, deep) and meta["value_range"] == (0.0, 65535.0)

@@ -44,7 +44,14 @@ def test_slices_keep_index_and_world_position(tmp_path: Path, axis: int) -> None
         others = [a for a in range(3) if a != axis]
         voxel[axis], voxel[others[0]], voxel[others[1]] = s.index, 2, 3
         assert np.allclose(apply_affine(s.affine, [2, 3, 0]), apply_affine(AFFINE, voxel))
-    stacked = stack_slices([s.array for s in slices], [s.index for s in slices], axis, tmp_path / "v.nii.gz", tmp_path / "o.nii.gz", dtype=np.float32)
+    stacked = stack_slices(
+        [s.array for s in slices],
+        [s.index for s in slices],
+        axis,
+        tmp_path / "v.nii.gz",
+        tmp_path / "o.nii.gz",
+        dtype=np.float32,
+    )
     written = nib.load(str(tmp_path / "o.nii.gz"))
     assert np.array_equal(stacked, volume) and np.array_equal(np.asarray(written.dataobj), volume)
     assert np.allclose(written.affine, AFFINE)

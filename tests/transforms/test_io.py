@@ -34,7 +34,7 @@ def test_png_image_with_nifti_mask_line_up(tmp_path: Path) -> None:
 
 
 def test_channels_and_sixteen_bit(tmp_path: Path) -> None:
-    grey = (np.arange(600, dtype=np.uint16).reshape(20, 30) * 100)
+    grey = np.arange(600, dtype=np.uint16).reshape(20, 30) * 100
     Image.fromarray(grey).save(tmp_path / "g.png")
     three = LoadImage2D(channels=3)(tmp_path / "g.png")
     assert three.shape == (3, 20, 30) and np.allclose(three[1].numpy(), grey / 65535.0)

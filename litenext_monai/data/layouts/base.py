@@ -110,7 +110,11 @@ def files_with_suffix(folder: Path, suffixes: Iterable[str]) -> list[Path]:
     """Files directly in ``folder`` whose suffix is in ``suffixes`` (any case), naturally sorted."""
     wanted = {s.lower() for s in suffixes}
     return sorted(
-        (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in wanted and not p.name.startswith(".")),
+        (
+            p
+            for p in folder.iterdir()
+            if p.is_file() and p.suffix.lower() in wanted and not p.name.startswith(".")
+        ),
         key=lambda p: natural_key(p.name),
     )
 

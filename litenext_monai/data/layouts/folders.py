@@ -86,7 +86,12 @@ def _volume_cases(case: str, image: Path, mask: Path, axis: int, report: Validat
 
         cases.append(
             Case(
-                f"{case}_s{k:03d}", load_image, load_mask, str(image), [str(mask)], patient=case,
+                f"{case}_s{k:03d}",
+                load_image,
+                load_mask,
+                str(image),
+                [str(mask)],
+                patient=case,
                 extra={"source": image.name, "axis": axis, "slice_index": k},
             )
         )
@@ -125,12 +130,19 @@ def _dicom_volume_cases(case: str, image: Path, mask: Path, report: ValidationRe
         def load_mask(k=k):
             s, _, m = load()
             if m.ndim != 3 or m.shape[-1] != len(s):
-                raise ValueError(f"{mask}: mask volume shape {m.shape} does not fit {len(s)} slices of {image}")
+                raise ValueError(
+                    f"{mask}: mask volume shape {m.shape} does not fit {len(s)} slices of {image}"
+                )
             return [m[..., k]]
 
         cases.append(
             Case(
-                f"{case}_s{k:03d}", load_image, load_mask, str(image), [str(mask)], patient=patient,
+                f"{case}_s{k:03d}",
+                load_image,
+                load_mask,
+                str(image),
+                [str(mask)],
+                patient=patient,
                 extra={"source": image.name, "axis": 2, "slice_index": k},
             )
         )
@@ -153,7 +165,9 @@ def discover(raw_dir: Path, report: ValidationReport, axis: int = 2) -> list[Cas
     masks = {_stem(p): p for p in sorted(mask_dir.iterdir()) if not p.name.startswith(".")}
     used = set()
     cases: list[Case] = []
-    for image in sorted((p for p in image_dir.iterdir() if not p.name.startswith(".")), key=lambda p: natural_key(p.name)):
+    for image in sorted(
+        (p for p in image_dir.iterdir() if not p.name.startswith(".")), key=lambda p: natural_key(p.name)
+    ):
         stem = _stem(image)
         mask = next((masks[stem + s] for s in _MASK_SUFFIXES if stem + s in masks), None)
         if mask is None:
@@ -166,7 +180,9 @@ def discover(raw_dir: Path, report: ValidationReport, axis: int = 2) -> list[Cas
             cases += _volume_cases(stem, image, mask, axis, report)
         else:
             patient = _dicom_patient(image) if is_dicom(image) else stem
-            cases.append(Case(stem, image_loader(image), mask_loader(mask), str(image), [str(mask)], patient=patient))
+            cases.append(
+                Case(stem, image_loader(image), mask_loader(mask), str(image), [str(mask)], patient=patient)
+            )
     for stem, mask in masks.items():
         if stem not in used:
             report.warning("mask_without_image", mask, "no image with the same name in images/")

@@ -29,7 +29,10 @@ def _patients(root: Path) -> dict[str, str]:
 
 def discover(raw_dir: Path, report: ValidationReport) -> list[Case]:
     """Cases ``train_N.bmp`` / ``testA_N.bmp`` / ``testB_N.bmp`` with ``*_anno.bmp`` instance masks."""
-    root = find_dir(raw_dir, ["Warwick QU Dataset (Released 2016_07_08)", "Warwick_QU_Dataset", "GlaS"]) or raw_dir
+    root = (
+        find_dir(raw_dir, ["Warwick QU Dataset (Released 2016_07_08)", "Warwick_QU_Dataset", "GlaS"])
+        or raw_dir
+    )
     files = files_with_suffix(root, [".bmp"])
     images = [p for p in files if not p.stem.endswith("_anno")]
     masks = [p for p in files if p.stem.endswith("_anno")]

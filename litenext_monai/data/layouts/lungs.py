@@ -37,7 +37,9 @@ def _shenzhen(raw_dir: Path, report: ValidationReport) -> list[Case]:
             # About a hundred Shenzhen images have no published lung mask; the paper drops them.
             report.add(INFO, "image_without_mask", image, "no lung mask published; skipped")
             continue
-        cases.append(Case(stem, image_loader(image), mask_loader(mask), str(image), [str(mask)], subset="train"))
+        cases.append(
+            Case(stem, image_loader(image), mask_loader(mask), str(image), [str(mask)], subset="train")
+        )
     for mask in masks.values():
         report.warning("mask_without_image", mask, "no matching Shenzhen image")
     return cases
@@ -58,7 +60,16 @@ def _montgomery(raw_dir: Path, report: ValidationReport) -> list[Case]:
         if missing:
             report.warning("image_without_mask", image, f"missing lung mask(s): {', '.join(missing)}")
             continue
-        cases.append(Case(image.stem, image_loader(image), mask_loader(left, right), str(image), [str(left), str(right)], subset="test"))
+        cases.append(
+            Case(
+                image.stem,
+                image_loader(image),
+                mask_loader(left, right),
+                str(image),
+                [str(left), str(right)],
+                subset="test",
+            )
+        )
     return cases
 
 
@@ -68,5 +79,10 @@ def discover(raw_dir: Path, report: ValidationReport) -> list[Case]:
 
 
 LUNG_XRAY = Layout(
-    "lung_xray", "Lung X-ray (Shenzhen → Montgomery)", discover, split="official", ratios=(0.8, 0.2, 0.0), modality="rgb"
+    "lung_xray",
+    "Lung X-ray (Shenzhen → Montgomery)",
+    discover,
+    split="official",
+    ratios=(0.8, 0.2, 0.0),
+    modality="rgb",
 )

@@ -25,7 +25,9 @@ def _subdirs(raw_dir: Path, dataset: list[str], images: list[str], masks: list[s
     root = find_dir(raw_dir, dataset) or raw_dir
     image_dir, mask_dir = find_dir(root, images), find_dir(root, masks)
     if image_dir is None or mask_dir is None:
-        raise FileNotFoundError(f"{raw_dir}: expected folders {images[0]!r} and {masks[0]!r} under {dataset[0]}")
+        raise FileNotFoundError(
+            f"{raw_dir}: expected folders {images[0]!r} and {masks[0]!r} under {dataset[0]}"
+        )
     return image_dir, mask_dir
 
 
@@ -37,7 +39,9 @@ def discover_kvasir(raw_dir: Path, report: ValidationReport) -> list[Case]:
 
 def discover_clinicdb(raw_dir: Path, report: ValidationReport) -> list[Case]:
     """``CVC-ClinicDB/Original/<n>.tif`` with ``CVC-ClinicDB/Ground Truth/<n>.tif`` (or the PNG copy)."""
-    image_dir, mask_dir = _subdirs(raw_dir, ["CVC-ClinicDB", "PNG", "TIF"], ["Original"], ["Ground Truth", "GroundTruth"])
+    image_dir, mask_dir = _subdirs(
+        raw_dir, ["CVC-ClinicDB", "PNG", "TIF"], ["Original"], ["Ground Truth", "GroundTruth"]
+    )
     return _paired(image_dir, mask_dir, "binary", report)
 
 

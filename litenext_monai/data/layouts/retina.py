@@ -31,7 +31,11 @@ def _drive_subset(folder: Path, subset: str, report: ValidationReport) -> list[C
         if manual is None:
             report.warning("image_without_mask", image, "no 1st_manual vessel annotation")
             continue
-        cases.append(Case(image.stem, image_loader(image), mask_loader(manual), str(image), [str(manual)], subset=subset))
+        cases.append(
+            Case(
+                image.stem, image_loader(image), mask_loader(manual), str(image), [str(manual)], subset=subset
+            )
+        )
     for manual in manuals.values():
         report.warning("mask_without_image", manual, "no matching image")
     return cases
@@ -59,7 +63,14 @@ def discover_chase(raw_dir: Path, report: ValidationReport) -> list[Case]:
             report.warning("image_without_mask", image, "no _1stHO annotation")
             continue
         cases.append(
-            Case(image.stem, image_loader(image), mask_loader(manual), str(image), [str(manual)], patient=f"child{child}")
+            Case(
+                image.stem,
+                image_loader(image),
+                mask_loader(manual),
+                str(image),
+                [str(manual)],
+                patient=f"child{child}",
+            )
         )
     return cases
 

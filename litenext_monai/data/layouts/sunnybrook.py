@@ -81,7 +81,9 @@ def _discover(raw_dir: Path, report: ValidationReport, kind: str) -> list[Case]:
         folders[patient] = folder
         contours.setdefault(patient, {})[int(match.group(2))] = path
     if not contours:
-        raise FileNotFoundError(f"{raw_dir}: no '<patient>/contours-manual/IRCCI-expert/IM-*-{kind}contour-manual.txt' files")
+        raise FileNotFoundError(
+            f"{raw_dir}: no '<patient>/contours-manual/IRCCI-expert/IM-*-{kind}contour-manual.txt' files"
+        )
     images = _image_index(raw_dir)
     cases = []
     for patient, by_number in sorted(contours.items()):
@@ -89,11 +91,19 @@ def _discover(raw_dir: Path, report: ValidationReport, kind: str) -> list[Case]:
         # The contour file names do not carry the image series; the cine short-axis series is the
         # one holding every contoured image number (the largest, if several do).
         covering = [s for s, files in series.items() if set(by_number) <= set(files)]
-        chosen = max(covering or series, key=lambda s: (len(set(by_number) & set(series[s])), len(series[s])), default=None)
+        chosen = max(
+            covering or series,
+            key=lambda s: (len(set(by_number) & set(series[s])), len(series[s])),
+            default=None,
+        )
         for number, contour in sorted(by_number.items()):
             image = series.get(chosen, {}).get(number) if chosen else None
             if image is None:
-                report.warning("mask_without_image", contour, f"no DICOM image IM-*-{number:04d}.dcm for {folders[patient]}")
+                report.warning(
+                    "mask_without_image",
+                    contour,
+                    f"no DICOM image IM-*-{number:04d}.dcm for {folders[patient]}",
+                )
                 continue
             cases.append(
                 Case(
@@ -118,5 +128,17 @@ def discover_epi(raw_dir: Path, report: ValidationReport) -> list[Case]:
     return _discover(raw_dir, report, "o")
 
 
-SUNNYBROOK_ENDO = Layout("sunnybrook_endo", "Sunnybrook cardiac MRI, endocardium", discover_endo, ratios=(0.8, 0.1, 0.1), modality="mr")
-SUNNYBROOK_EPI = Layout("sunnybrook_epi", "Sunnybrook cardiac MRI, epicardium", discover_epi, ratios=(0.8, 0.1, 0.1), modality="mr")
+SUNNYBROOK_ENDO = Layout(
+    "sunnybrook_endo",
+    "Sunnybrook cardiac MRI, endocardium",
+    discover_endo,
+    ratios=(0.8, 0.1, 0.1),
+    modality="mr",
+)
+SUNNYBROOK_EPI = Layout(
+    "sunnybrook_epi",
+    "Sunnybrook cardiac MRI, epicardium",
+    discover_epi,
+    ratios=(0.8, 0.1, 0.1),
+    modality="mr",
+)
