@@ -32,7 +32,7 @@ from litenext_monai.engines.checkpoint import (
     read_inference_settings,
 )
 from litenext_monai.engines.mlflow_models import resolve_checkpoint
-from litenext_monai.io import normalize_intensity, read_dicom_frames, to_channels
+from litenext_monai.io import read_dicom_frames
 from litenext_monai.io.dicom_seg import position_order, read_dicom_headers, write_dicom_seg
 from litenext_monai.transforms import LoadImage2D
 
@@ -89,18 +89,7 @@ class Predictor:
 
     def _frame_tensor(self, array: np.ndarray, meta: Mapping[str, Any], source: str) -> MetaTensor:
         """One frame of a multi-frame file, normalised as :class:`LoadImage2D` normalises a file."""
-        loader = self.loader
-        if meta.get("voi_applied"):
-            image = normalize_intensity(array, "rgb", value_range=meta["value_range"])
-        else:
-            image = normalize_intensity(
-                array,
-                loader.modality,
-                value_range=meta.get("value_range"),
-                window=loader.window,
-                percentiles=loader.percentiles,
-            )
-        data = np.moveaxis(to_channels(image, loader.channels), -1, 0).astype(np.float32)
+        data = self.loader.normalize(array, meta)
         affine = torch.as_tensor(meta["affine"], dtype=torch.float64)
         tensor_meta = {
             "filename_or_obj": source,

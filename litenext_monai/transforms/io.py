@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Hashable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -75,23 +76,27 @@ class LoadImage2D(Transform):
         self.percentiles = tuple(percentiles)
         self.dicom_voi = dicom_voi
 
+    def normalize(self, array: np.ndarray, meta: Mapping[str, Any]) -> np.ndarray:
+        """A read image (``H×W`` or ``H×W×C``, with its reader's meta) as the network's ``C×H×W`` float32 input."""
+        if meta.get("voi_applied"):
+            # The file's own VOI already chose the window; only its output scale remains.
+            image = normalize_intensity(array, "rgb", value_range=meta["value_range"])
+        else:
+            image = normalize_intensity(
+                array,
+                self.modality,
+                value_range=meta.get("value_range"),
+                window=self.window,
+                percentiles=self.percentiles,
+            )
+        return np.moveaxis(to_channels(image, self.channels), -1, 0).astype(np.float32)
+
     def __call__(self, filename: str | os.PathLike) -> MetaTensor:
         array, meta = read_image(filename, as_label=self.is_label, dicom_voi=self.dicom_voi)
         if self.is_label:
             data = binarize_mask(array, self.label_values)[None].astype(np.float32)
         else:
-            if meta.get("voi_applied"):
-                # The file's own VOI already chose the window; only its output scale remains.
-                image = normalize_intensity(array, "rgb", value_range=meta["value_range"])
-            else:
-                image = normalize_intensity(
-                    array,
-                    self.modality,
-                    value_range=meta.get("value_range"),
-                    window=self.window,
-                    percentiles=self.percentiles,
-                )
-            data = np.moveaxis(to_channels(image, self.channels), -1, 0).astype(np.float32)
+            data = self.normalize(array, meta)
         affine = meta.get("affine")
         affine = (
             torch.eye(4, dtype=torch.float64)
