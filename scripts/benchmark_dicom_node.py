@@ -26,10 +26,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import SegmentationStorage, Verification
+
+from litenext_monai.dicom_node import synthetic_mr_series
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_SECONDS = 10.0
@@ -46,27 +48,10 @@ def _free_port() -> int:
 def make_series(n_slices: int, size: int, seed: int) -> list[Dataset]:
     """An axial MR series (16-bit, 1 mm spacing) with a bright disc in noise."""
     rng = np.random.default_rng(seed)
-    study, series, frame = generate_uid(), generate_uid(), generate_uid()
     yy, xx = np.mgrid[:size, :size]
     disc = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 4) ** 2
-    datasets = []
-    for index in range(n_slices):
-        pixels = (rng.integers(0, 300, (size, size)) + 900 * disc).astype(np.uint16)
-        ds = Dataset()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, generate_uid()
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
-        ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Bench^Mark", "BENCH1", "", "O"
-        ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber = "20240101", "120000", "1", ""
-        ds.ReferringPhysicianName, ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "", "MR", 1, index + 1
-        ds.ImagePositionPatient, ds.ImageOrientationPatient = [0.0, 0.0, float(index)], [1, 0, 0, 0, 1, 0]
-        ds.PixelSpacing, ds.SliceThickness = [1.0, 1.0], 1.0
-        ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = size, size, 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-        ds.PixelData = pixels.tobytes()
-        datasets.append(ds)
-    return datasets
+    images = [(rng.integers(0, 300, (size, size)) + 900 * disc).astype(np.uint16) for _ in range(n_slices)]
+    return synthetic_mr_series(images, "Bench^Mark", "BENCH1")
 
 
 def write_random_checkpoint(folder: Path, size: int) -> Path:

@@ -6,7 +6,7 @@ See :class:`DicomNode` and ``scripts/dicom_node.py``.
 from __future__ import annotations
 
 from litenext_monai.dicom_node.jobs import Job, JobQueue
-from litenext_monai.dicom_node.node import DicomNode, Segmenter, checkpoint_segmenter
+from litenext_monai.dicom_node.node import DicomNode, Segmenter, checkpoint_segmenter, synthetic_mr_series
 from litenext_monai.dicom_node.receiver import InstanceRejected, StorageReceiver, check_instance
 from litenext_monai.dicom_node.redact import PatientRedactor, configure_node_logging
 from litenext_monai.dicom_node.sender import Destination, SendError, parse_destination, send_file
@@ -28,5 +28,6 @@ __all__ = [
     "configure_node_logging",
     "is_image_storage",
     "parse_destination",
+    "synthetic_mr_series",
     "send_file",
 ]
