@@ -5,14 +5,13 @@ Also home of :func:`thop_style_macs`, the thop-convention counter the three base
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from litenext_monai.networks import CMUNeXtXXS, count_parameters
+from tests.networks.helpers import saved_torchscript
 
 
 def thop_style_macs(net: nn.Module, shape: tuple[int, ...]) -> int:
@@ -166,10 +165,7 @@ def test_torchscript_round_trip(tmp_path):
     x = torch.randn(1, 1, 32, 32)
     with torch.no_grad():
         expected = net(x)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.jit.save(torch.jit.script(net), str(tmp_path / "net.ts"))
-        loaded = torch.jit.load(str(tmp_path / "net.ts"))
+    loaded = saved_torchscript(net, tmp_path)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), expected)
 

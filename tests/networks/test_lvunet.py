@@ -13,6 +13,7 @@ from torch import nn
 
 from litenext_monai.engines import DeepTrainingSlopeHandler
 from litenext_monai.networks import LVUNet, count_parameters, reparameterize
+from tests.networks.helpers import saved_torchscript
 from tests.networks.test_cmunext import conv_only_macs, thop_style_macs
 
 # ---- hand arithmetic from the spec's layer list (§3.2–3.4) -------------------------------------
@@ -192,10 +193,7 @@ def test_deploy_state_dict_loads_into_deploy_constructor_and_scripts(tmp_path):
     with torch.no_grad():
         expected = net(x)
         torch.testing.assert_close(fresh.eval()(x), expected)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.jit.save(torch.jit.script(fresh), str(tmp_path / "net.ts"))
-        loaded = torch.jit.load(str(tmp_path / "net.ts"))
+    loaded = saved_torchscript(fresh, tmp_path)
     exported = torch.export.export(fresh, (x,))
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), expected)

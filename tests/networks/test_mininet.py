@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import torch
 
 from litenext_monai.networks import MiniNet, count_parameters
 from litenext_monai.networks.mininet import ExpandSqueeze
+from tests.networks.helpers import saved_torchscript
 from tests.networks.test_cmunext import conv_only_macs, thop_style_macs
 
 # ---- hand arithmetic from the spec's layer list (§2.2–2.3); every conv has a bias --------------
@@ -111,10 +110,7 @@ def test_torchscript_and_export_round_trip(tmp_path):
     x = torch.randn(1, 1, 16, 16)
     with torch.no_grad():
         expected = net(x)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.jit.save(torch.jit.script(net), str(tmp_path / "net.ts"))
-        loaded = torch.jit.load(str(tmp_path / "net.ts"))
+    loaded = saved_torchscript(net, tmp_path)
     exported = torch.export.export(net, (x,))
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), expected)
