@@ -50,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="MODEL.KEY=VALUE",
         help="extra bundle override for one model, e.g. litenext.learning_rate=0.002",
     )
+    parser.add_argument(
+        "--fresh_processes",
+        action="store_true",
+        help="start each bundle run as a new Python process (default: fork it from one that imported MONAI once)",
+    )
     args = parser.parse_args(argv)
     dataset_dir = args.dataset_dir
     if dataset_dir is None:
@@ -61,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = compare(
         dataset_dir, [m.strip() for m in args.models.split(",") if m.strip()], args.seeds, args.epochs,
         args.image_size, args.output, args.batch_size, args.in_channels, extra=_extra(args.set),
-        tracking_uri=args.tracking_uri,
+        tracking_uri=args.tracking_uri, fresh_processes=args.fresh_processes,
     )  # fmt: skip
     print((args.output / "comparison.md").read_text(encoding="utf-8"))
     if failed:

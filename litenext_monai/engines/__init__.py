@@ -17,6 +17,7 @@ from litenext_monai.engines.checkpoint import (
     write_inference_settings,
 )
 from litenext_monai.engines.deep_training import DeepTrainingSlopeHandler, deep_training_slope
+from litenext_monai.engines.export import deploy_on_load, export_checkpoint
 from litenext_monai.engines.failures import BatchFailedError, FailureReport
 from litenext_monai.engines.handlers import (
     BestModelSaver,
@@ -76,4 +77,6 @@ __all__ = [
     "resolve_checkpoint",
     "BatchFailedError",
     "FailureReport",
+    "deploy_on_load",
+    "export_checkpoint",
 ]

@@ -17,7 +17,6 @@ import logging
 import math
 import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -27,6 +26,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from litenext_monai.engines.launcher import BundleLauncher
 
 __all__ = ["MODELS", "ModelSpec", "compare", "summarise", "paired_p_value", "write_tables"]
 
@@ -71,17 +72,15 @@ def _bundle_cmd(configs: Sequence[Path], overrides: Mapping[str, Any], tracking:
     return cmd
 
 
-def _run(cmd: list[str], log_path: Path) -> None:
+def _run(cmd: list[str], log_path: Path, launcher: BundleLauncher) -> None:
     """Run one bundle command, its output into ``log_path``; raise with the log's tail on failure."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    with log_path.open("w", encoding="utf-8") as log:
-        log.write("$ " + " ".join(cmd) + "\n")
-        log.flush()
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, check=False)
-    if proc.returncode != 0:
+    log_path.write_text("$ " + " ".join(cmd) + "\n", encoding="utf-8")
+    code = launcher.run(cmd, stdout=log_path, env=env)
+    if code != 0:
         tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
-        raise RuntimeError(f"exit code {proc.returncode} (log: {log_path}): " + " | ".join(tail))
+        raise RuntimeError(f"exit code {code} (log: {log_path}): " + " | ".join(tail))
 
 
 def _read_rows(path: Path) -> list[dict[str, str]]:
@@ -276,6 +275,7 @@ def compare(
     modality: str = "rgb",
     extra: Mapping[str, Mapping[str, str]] | None = None,
     tracking_uri: str | None = None,
+    fresh_processes: bool = False,
 ) -> int:
     """Train and evaluate every model × seed, write the tables and plots; return the number of failures.
 
@@ -290,6 +290,8 @@ def compare(
         in_channels, modality: how images are loaded (``modality`` as in the bundle).
         extra: per-model overrides, e.g. ``{"litenext": {"learning_rate": "0.002"}}``.
         tracking_uri: MLflow store (default: ``sqlite:///<output>/mlruns.db``).
+        fresh_processes: start every bundle command as a new Python process instead of forking it
+            from a fork server that has imported MONAI once (:class:`BundleLauncher`).
     """
     from mlflow import MlflowClient
 
@@ -299,6 +301,7 @@ def compare(
     output = output.resolve()
     output.mkdir(parents=True, exist_ok=True)
     configs = BUNDLE / "configs"
+    launcher = BundleLauncher(fresh=fresh_processes)
     settings_file = configs / "mlflow_settings.json"
     uri = tracking_uri or f"sqlite:///{output / 'mlruns.db'}"
     experiment = "litenext_compare"
@@ -348,11 +351,13 @@ def compare(
                         _bundle_cmd(layers, {**common, "max_epochs": epochs, "batch_size": batch_size,
                                              "run_name": train_name, **mine}, settings_file),
                         run_dir / "train.log",
+                        launcher,
                     )  # fmt: skip
                     _run(
                         _bundle_cmd([*layers, configs / "evaluate.json"],
                                     {**common, "run_name": eval_name, **mine}, settings_file),
                         run_dir / "evaluate.log",
+                        launcher,
                     )  # fmt: skip
                 finally:
                     # Runs of a failed command are nested too, so the parent shows what happened.

@@ -190,12 +190,15 @@ def test_exports_round_trip(trained_bundle, tmp_path):
 
     from litenext_monai.networks import LiteNeXt
 
-    common = ["--meta_file", str(CONFIGS / "metadata.json"), "--config_file", TRAIN, "--in_channels", "1"]
+    # network_export: the training form that turns into the deploy form once MONAI loads model.pt.
+    common = [
+        "--meta_file", str(CONFIGS / "metadata.json"), "--config_file", str([TRAIN, INFERENCE]), "--in_channels", "1",
+    ]  # fmt: skip
     ckpt = str(trained_bundle.ckpt_dir / "model.pt")
     run_cmd(
         bundle_cmd(
             "ckpt_export",
-            "network_def",
+            "network_export",
             "--filepath",
             str(tmp_path / "model.ts"),
             "--ckpt_file",
@@ -205,7 +208,7 @@ def test_exports_round_trip(trained_bundle, tmp_path):
     )
     run_cmd(
         bundle_cmd(
-            "onnx_export", "network_def", "--filepath", str(tmp_path / "model.onnx"), "--ckpt_file", ckpt, *common,
+            "onnx_export", "network_export", "--filepath", str(tmp_path / "model.onnx"), "--ckpt_file", ckpt, *common,
             "--input_shape", f"[1,1,{IMAGE_SIZE},{IMAGE_SIZE}]", "--use_trace", "True",
             "--converter_kwargs", "{'dynamo': False}",
         )
@@ -217,6 +220,8 @@ def test_exports_round_trip(trained_bundle, tmp_path):
     with torch.no_grad():
         expected = net(x).numpy()
     scripted = torch.jit.load(str(tmp_path / "model.ts"))
+    names = {name for name, _ in scripted.named_parameters()}
+    assert "context.score.weight" not in names and any(n.startswith("context.key_scores.") for n in names)
     with torch.no_grad():
         np.testing.assert_allclose(scripted(x).numpy(), expected, atol=1e-5)
     session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from tests.bundle.conftest import INFERENCE, SETTINGS, TRAIN, bundle_cmd, run_cmd, small_overrides
+from tests.bundle.conftest import INFERENCE, REPO, SETTINGS, TRAIN, bundle_cmd, run_cmd, small_overrides
 
 REGISTERED = "litenext_bundle_test"
 # inference.json resolves the checkpoint without a tracking URI; point it at the run's store
@@ -75,3 +77,22 @@ def test_register_and_infer_by_uri(synthetic_data, tmp_path):
         (run,) = client.search_runs([experiment], f"attributes.run_name = 'infer_{label}'")
         assert run.data.tags["litenext_monai.training_run_id"] == train_run.info.run_id, label
         assert run.data.tags["litenext_monai.model_id"] == output.model_id, label
+
+    # The export command takes the same URI and exports the same weights (deploy form).
+    from monai.data import load_net_with_metadata
+
+    from litenext_monai.engines import load_network_from_checkpoint
+
+    run_cmd(
+        [
+            sys.executable, str(REPO / "scripts" / "export.py"), f"models:/{REGISTERED}/{version.version}",
+            str(tmp_path / "model.ts"), "--tracking-uri", f"sqlite:///{out / 'mlruns.db'}",
+        ],
+        env=env,
+    )  # fmt: skip
+    scripted, _, extra = load_net_with_metadata(str(tmp_path / "model.ts"), more_extra_files=("model.json",))
+    assert json.loads(extra["model.json"])["training_run_id"] == train_run.info.run_id
+    by_file, _ = load_network_from_checkpoint(models / "model.pt", deploy=False)
+    x = torch.rand(2, 1, *local_settings["image_size"], generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        np.testing.assert_allclose(scripted(x).numpy(), by_file(x).numpy(), atol=1e-5)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -24,7 +23,6 @@ from tests.bundle.conftest import (
     BUNDLE,
     IMAGE_SIZE,
     INFERENCE,
-    REPO,
     SETTINGS,
     TRAIN,
     bundle_cmd,
@@ -43,9 +41,7 @@ def _infer(ckpt: Path, inputs: Path | str, out: Path, tmp: Path, *extra: str) ->
         "--ckpt_path", str(ckpt), "--infer_input", str(inputs), "--prediction_dir", str(out),
         "--output_dir", expr_path(tmp / "eval"), "--num_workers", "0", "--progress_bar", "False", *extra,
     )  # fmt: skip
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    return run_cmd(cmd, timeout=600, env={"OMP_NUM_THREADS": "1"}, check=False)
 
 
 def _failures(folder: Path, root: Path) -> dict[str, str]:
