@@ -248,11 +248,10 @@ def folder_inference_step(
     """Segment every PNG of ``paths`` in-process as the inference bundle does and write PNG masks.
 
     Uses :class:`~litenext_monai.engines.predictor.Predictor` (the bundle's load, resize,
-    network, invert-resize, sigmoid and threshold transforms) and PIL for the masks.
+    network, invert-resize, sigmoid and threshold) and the bundle's PNG mask writer.
     """
-    from PIL import Image
-
     from litenext_monai.engines.predictor import Predictor
+    from litenext_monai.io import write_mask_png
 
     settings = {"in_channels": 3, "image_size": [size, size], "modality": "rgb", "threshold": 0.5}
     predictor = Predictor(model, settings)
@@ -260,7 +259,7 @@ def folder_inference_step(
     def step() -> None:
         for path in paths:
             (mask,) = predictor.predict(path)
-            Image.fromarray(mask * 255).save(out_dir / path.name)
+            write_mask_png(mask, out_dir / path.name)
 
     return step
 

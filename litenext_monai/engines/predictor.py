@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 from monai.data import MetaTensor
-from monai.transforms import Activationsd, AsDiscreted, Invertd, Resized
+from monai.transforms import Invertd, Resized
 from torch import nn
 
 from litenext_monai.engines.checkpoint import (
@@ -42,7 +42,8 @@ logger = logging.getLogger(__name__)
 
 
 def _check_finite(image: torch.Tensor, source: str) -> None:
-    if not bool(torch.isfinite(image).all()):
+    # On the plain tensor: MetaTensor's __torch_function__ would cost more than the check itself.
+    if not bool(torch.isfinite(image.as_subclass(torch.Tensor)).all()):
         raise ValueError(f"{source}: the image contains NaN or infinite pixel values; nothing was segmented")
 
 
@@ -81,11 +82,11 @@ class Predictor:
             mode="bilinear",
             anti_aliasing=True,
         )
-        self.postprocess = [
-            Invertd(keys="pred", transform=self.resize, orig_keys="image", nearest_interp=False),
-            Activationsd(keys="pred", sigmoid=True),
-            AsDiscreted(keys="pred", threshold=float(settings["threshold"])),
-        ]
+        self.image_size = tuple(int(s) for s in settings["image_size"])
+        self.threshold = float(settings["threshold"])
+        # Resized is the identity for an image already at image_size (MONAI returns it unchanged),
+        # so such images skip Resized/Invertd; the others are inverted on the logits as in the bundle.
+        self.invert = Invertd(keys="pred", transform=self.resize, orig_keys="image", nearest_interp=False)
 
     def _frame_tensor(self, array: np.ndarray, meta: Mapping[str, Any], source: str) -> MetaTensor:
         """One frame of a multi-frame file, normalised as :class:`LoadImage2D` normalises a file."""
@@ -116,30 +117,39 @@ class Predictor:
         return images
 
     def predict_images(self, images: Sequence[MetaTensor]) -> list[np.ndarray]:
-        """``H×W`` uint8 {0, 1} masks of loaded images, each at its own size."""
+        """``H×W`` uint8 {0, 1} masks of loaded images, each at its own size.
+
+        The bundle's post-processing (``Invertd`` of the resize, ``Activationsd(sigmoid=True)``,
+        ``AsDiscreted(threshold=t)``, i.e. ``sigmoid(logit) >= t``) computed on plain tensors.
+        """
         masks: list[np.ndarray] = []
         for start in range(0, len(images), self.batch_size):
-            items = [self.resize({"image": image}) for image in images[start : start + self.batch_size]]
+            items = [self._resized(image) for image in images[start : start + self.batch_size]]
             sizes = {tuple(item["image"].shape) for item in items}
             groups = [[item] for item in items] if len(sizes) > 1 else [items]
             for group in groups:
                 # The network runs on plain tensors: a MetaTensor would route each of its ops
                 # through MetaTensor.__torch_function__ (about half of the folder-inference
                 # time); the logits get the image's metadata back for Invertd below.
-                plain = [torch.as_tensor(item["image"]).as_subclass(torch.Tensor) for item in group]
+                plain = [item["image"].as_subclass(torch.Tensor) for item in group]
                 batch = torch.stack(plain).to(self.device)
-                with torch.no_grad():
+                with torch.inference_mode():
                     logits = self.network(batch)
                 for item, logit in zip(group, logits.detach().cpu()):
                     if logit.shape[0] != 1:
                         raise ValueError(
                             f"expected one output channel, got logits of shape {tuple(logit.shape)}"
                         )
-                    item["pred"] = MetaTensor(logit).copy_meta_from(item["image"])
-                    for transform in self.postprocess:
-                        item = transform(item)
-                    masks.append(np.asarray(torch.as_tensor(item["pred"])[0], dtype=np.uint8))
+                    if item["resized"]:
+                        item["pred"] = MetaTensor(logit.clone()).copy_meta_from(item["image"])
+                        logit = self.invert(item)["pred"].as_subclass(torch.Tensor)
+                    masks.append((torch.sigmoid(logit[0]) >= self.threshold).numpy().astype(np.uint8))
         return masks
+
+    def _resized(self, image: MetaTensor) -> dict[str, Any]:
+        if tuple(image.shape[1:]) == self.image_size:
+            return {"image": image, "resized": False}
+        return {**self.resize({"image": image}), "resized": True}
 
     def predict(self, path: str | os.PathLike, frames: int = 1) -> list[np.ndarray]:
         """Masks of every frame of one file."""
