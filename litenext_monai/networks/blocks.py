@@ -142,6 +142,55 @@ class ProjectUp(nn.Module):
         self.project = ConvNormAct(in_channels, out_channels, 1)
         self.out_channels = int(out_channels)
         self.scale = int(scale)
+        # Set by fold_norm (deploy form only); not saved in the state_dict, rebuilt from the weights.
+        self.norm_folded = False
+        self.fold_eps = 1e-5
+        self.register_buffer("fold_scale", torch.empty(0), persistent=False)
+        self.register_buffer("fold_weight", torch.empty(0), persistent=False)
+        self.register_buffer("fold_bias", torch.empty(0), persistent=False)
+
+    @torch.no_grad()
+    def fold_norm(self) -> bool:
+        """Fold the LayerNorm into the 1×1 projection when the input is narrower than the output.
+
+        With ``y = W x + b`` (``D`` outputs, ``c`` inputs) and ``x̃ = [x; 1]``, the centred output is
+        linear in ``x̃``: ``y − mean_D(y) = A x̃`` with ``A = [W − 1 w̄ᵀ, b − b̄]``, and its variance is
+        ``‖A x̃‖²/D = ‖R x̃‖²/D`` for the ``(c+1)×(c+1)`` triangular factor ``R`` of ``A = Q R``
+        (``Q`` has orthonormal columns). So, exactly,
+        ``LN(y) = diag(γ) A (r x̃) + β`` with ``r = (‖R x̃‖²/D + ε)^(−1/2)``: the ``D``-channel map
+        is written once, already normalised, and the LayerNorm's mean and variance passes over
+        ``D`` channels become a ``(c+1)``-channel product. Used by the deploy form for the GCF
+        values at H/2..H/8 (``c`` = 16, 32, 64 against ``D`` = 128); a no-op when ``c + 1 ≥ D``.
+
+        Returns:
+            whether the projection was folded.
+        """
+        conv, norm = self.project[0], self.project[1]
+        c_in, d = conv.in_channels, conv.out_channels
+        if self.norm_folded or c_in + 1 >= d or not isinstance(norm, ChannelLayerNorm):
+            return self.norm_folded
+        weight = conv.weight.detach().flatten(1).double()
+        bias = conv.bias.detach().double() if conv.bias is not None else weight.new_zeros(d)
+        a = torch.cat([weight - weight.mean(0, keepdim=True), (bias - bias.mean())[:, None]], dim=1)
+        r = torch.linalg.qr(a, mode="r").R  # (c+1)×(c+1)
+        gamma = norm.weight.detach().double() if norm.weight is not None else a.new_ones(d)
+        beta = norm.bias.detach().double() if norm.bias is not None else a.new_zeros(d)
+        dtype = conv.weight.dtype
+        self.fold_scale = (r / d**0.5).t().contiguous().to(dtype)  # x̃ @ fold_scale: ‖·‖² is the variance
+        self.fold_weight = (gamma[:, None] * a).t().contiguous().to(dtype)  # (c+1)×D
+        self.fold_bias = beta.to(dtype)
+        self.fold_eps = float(norm.eps)
+        self.norm_folded = True
+        return True
+
+    def _folded_rows(self, x: torch.Tensor) -> torch.Tensor:
+        """GELU(LN(conv(x))) of every pixel as rows ``B, h·w, D`` through the folded factors."""
+        b, c, h, w = x.shape
+        rows = x.permute(0, 2, 3, 1).reshape(b, h * w, c)
+        rows = torch.cat([rows, rows.new_ones(b, h * w, 1)], dim=2)
+        spread = torch.matmul(rows, self.fold_scale)
+        rstd = torch.rsqrt(spread.square().sum(dim=2, keepdim=True) + self.fold_eps)
+        return F.gelu(torch.matmul(rows * rstd, self.fold_weight) + self.fold_bias)
 
     def project_linear(
         self, x: torch.Tensor, matrix: torch.Tensor, max_tile_elements: int = 0
@@ -154,14 +203,21 @@ class ProjectUp(nn.Module):
         glibc hands back to the OS after each pass and page-faults in again on the next.
         """
         if max_tile_elements <= 0:
-            return apply_per_pixel(self.project(x), matrix)
+            return self._project_linear(x, matrix)
         h, w = x.shape[2], x.shape[3]
         # Per image, not per batch: an export with a free batch dimension stays valid.
         rows = max(1, max_tile_elements // max(1, self.out_channels * w))
         if rows >= h:
-            return apply_per_pixel(self.project(x), matrix)
-        parts = [apply_per_pixel(self.project(x[:, :, i : i + rows]), matrix) for i in range(0, h, rows)]
+            return self._project_linear(x, matrix)
+        parts = [self._project_linear(x[:, :, i : i + rows], matrix) for i in range(0, h, rows)]
         return torch.cat(parts, dim=2)
+
+    def _project_linear(self, x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+        if not self.norm_folded:
+            return apply_per_pixel(self.project(x), matrix)
+        b, _, h, w = x.shape
+        out = torch.matmul(self._folded_rows(x), matrix)
+        return out.view(b, h, w, out.shape[-1]).permute(0, 3, 1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.project(x)

@@ -341,6 +341,8 @@ class LiteNeXt(nn.Module):
         if self.deployed:
             return
         self.context.fold_scores()
+        for value in self.context.values:
+            value.fold_norm()
         self.fused_decoder = True
         self.deployed = True
         self.tile_elements = TILE_ELEMENTS

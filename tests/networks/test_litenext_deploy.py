@@ -228,3 +228,24 @@ def test_raised_malloc_thresholds_stop_page_faults_of_inference():
         faults[mode] = float(result.stdout.strip().splitlines()[-1])
     assert faults["off"] > 300, faults  # MiB-sized activations faulted in again on every pass
     assert faults["on"] < faults["off"] / 10, faults
+
+
+@pytest.mark.parametrize("c_in,d", [(16, 128), (3, 8)])
+def test_folded_value_projection_equals_conv_layernorm_gelu(c_in, d):
+    from litenext_monai.networks.blocks import ProjectUp
+
+    value = _randomise_(ProjectUp(c_in, d, scale=2), seed=c_in).eval()
+    x = torch.randn(2, c_in, 12, 20, generator=torch.Generator().manual_seed(1)) * 3 + 1
+    matrix = torch.randn(2, d, 5, generator=torch.Generator().manual_seed(2))
+    conv, norm = value.project[0], value.project[1]
+    with torch.no_grad():
+        # Oracle written from the definitions: 1×1 conv, LayerNorm over channels, exact GELU, per-image map.
+        y = torch.einsum("bchw,dc->bhwd", x, conv.weight[:, :, 0, 0]) + conv.bias
+        mean, var = y.mean(-1, keepdim=True), y.var(-1, unbiased=False, keepdim=True)
+        h = torch.nn.functional.gelu((y - mean) / torch.sqrt(var + norm.eps) * norm.weight + norm.bias)
+        expected = torch.einsum("bhwd,bdn->bnhw", h, matrix)
+        assert value.fold_norm() and value.norm_folded
+        np.testing.assert_allclose(value.project_linear(x, matrix).numpy(), expected.numpy(), atol=TOL)
+        np.testing.assert_allclose(value.project_linear(x, matrix, 64).numpy(), expected.numpy(), atol=TOL)
+    wide = ProjectUp(8, 8, scale=1)
+    assert not wide.fold_norm() and not wide.norm_folded  # c + 1 ≥ D: nothing to gain, left as is
