@@ -236,7 +236,8 @@ def test_folded_value_projection_equals_conv_layernorm_gelu(c_in, d):
 
     value = _randomise_(ProjectUp(c_in, d, scale=2), seed=c_in).eval()
     x = torch.randn(2, c_in, 12, 20, generator=torch.Generator().manual_seed(1)) * 3 + 1
-    matrix = torch.randn(2, d, 5, generator=torch.Generator().manual_seed(2))
+    # Scaled like a trained head (outputs of order 1), so float32 rounding stays well under TOL.
+    matrix = torch.randn(2, d, 5, generator=torch.Generator().manual_seed(2)) / d**0.5
     conv, norm = value.project[0], value.project[1]
     with torch.no_grad():
         # Oracle written from the definitions: 1×1 conv, LayerNorm over channels, exact GELU, per-image map.
@@ -245,7 +246,8 @@ def test_folded_value_projection_equals_conv_layernorm_gelu(c_in, d):
         h = torch.nn.functional.gelu((y - mean) / torch.sqrt(var + norm.eps) * norm.weight + norm.bias)
         expected = torch.einsum("bhwd,bdn->bnhw", h, matrix)
         assert value.fold_norm() and value.norm_folded
-        np.testing.assert_allclose(value.project_linear(x, matrix).numpy(), expected.numpy(), atol=TOL)
-        np.testing.assert_allclose(value.project_linear(x, matrix, 64).numpy(), expected.numpy(), atol=TOL)
+        for tile in (0, 64):
+            actual = value.project_linear(x, matrix, tile)
+            np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=TOL, atol=TOL)
     wide = ProjectUp(8, 8, scale=1)
     assert not wide.fold_norm() and not wide.norm_folded  # c + 1 ≥ D: nothing to gain, left as is
