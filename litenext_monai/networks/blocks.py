@@ -186,11 +186,13 @@ class ProjectUp(nn.Module):
     def _folded_rows(self, x: torch.Tensor) -> torch.Tensor:
         """GELU(LN(conv(x))) of every pixel as rows ``B, h·w, D`` through the folded factors."""
         b, c, h, w = x.shape
-        rows = x.permute(0, 2, 3, 1).reshape(b, h * w, c)
-        rows = torch.cat([rows, rows.new_ones(b, h * w, 1)], dim=2)
-        spread = torch.matmul(rows, self.fold_scale)
-        rstd = torch.rsqrt(spread.square().sum(dim=2, keepdim=True) + self.fold_eps)
-        return F.gelu(torch.matmul(rows * rstd, self.fold_weight) + self.fold_bias)
+        rows = x.permute(0, 2, 3, 1).reshape(b * h * w, c)
+        rows = torch.cat([rows, rows.new_ones(b * h * w, 1)], dim=1)
+        spread = torch.mm(rows, self.fold_scale)
+        rstd = torch.rsqrt(spread.square().sum(dim=1, keepdim=True) + self.fold_eps)
+        # One GEMM with the bias folded in (addmm): the D-channel map is written once, then GELU.
+        normed = torch.addmm(self.fold_bias, rows * rstd, self.fold_weight)
+        return F.gelu(normed).view(b, h * w, normed.shape[1])
 
     def project_linear(
         self, x: torch.Tensor, matrix: torch.Tensor, max_tile_elements: int = 0
