@@ -82,3 +82,27 @@ def test_preloaded_network_is_used_and_errors_name_the_file(tmp_path: Path) -> N
     with pytest.raises(ValueError, match=r"broken\.dcm"):
         segment_dicom_to_seg([broken], ckpt, tmp_path / "y.dcm", network=network, settings=settings)
     assert not (tmp_path / "x.dcm").exists() and not (tmp_path / "y.dcm").exists()
+
+
+def test_images_at_and_off_the_network_size_equal_the_bundle_pipeline(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from litenext_monai.engines import Predictor
+
+    ckpt = tiny_checkpoint(tmp_path / "model", image_size=(32, 32))
+    network, settings = load_network_from_checkpoint(ckpt)
+    settings = {**settings, "modality": "natural"}
+    files = []
+    # 32x32 is the network size (no resize round trip), 40x24 is resized there and back.
+    for name, size, radius in (("a.png", 32, 9), ("b.png", 40, 13), ("c.png", 32, 5)):
+        image = (disk_image(size, radius=radius) > 0).astype(np.uint8) * 200 + 20
+        if name == "b.png":
+            image = image[:, 8:32]
+        Image.fromarray(image).save(tmp_path / name)
+        files.append(tmp_path / name)
+    expected = _bundle_masks(network, settings, files)
+    assert len({m.shape for m in expected}) == 2 and all(0 < m.sum() < m.size for m in expected)
+    predictor = Predictor(network, settings)
+    for f, mask in zip(files, expected):
+        (actual,) = predictor.predict(f)
+        np.testing.assert_array_equal(actual, mask, err_msg=f.name)
