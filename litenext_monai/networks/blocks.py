@@ -147,7 +147,6 @@ class ProjectUp(nn.Module):
         self.fold_eps = 1e-5
         self.register_buffer("fold_scale", torch.empty(0), persistent=False)
         self.register_buffer("fold_weight", torch.empty(0), persistent=False)
-        self.register_buffer("fold_bias", torch.empty(0), persistent=False)
 
     @torch.no_grad()
     def fold_norm(self) -> bool:
@@ -177,8 +176,7 @@ class ProjectUp(nn.Module):
         beta = norm.bias.detach().double() if norm.bias is not None else a.new_zeros(d)
         dtype = conv.weight.dtype
         self.fold_scale = (r / d**0.5).t().contiguous().to(dtype)  # x̃ @ fold_scale: ‖·‖² is the variance
-        self.fold_weight = (gamma[:, None] * a).t().contiguous().to(dtype)  # (c+1)×D
-        self.fold_bias = beta.to(dtype)
+        self.fold_weight = torch.cat([(gamma[:, None] * a).t(), beta[None]]).contiguous().to(dtype)  # (c+2)×D
         self.fold_eps = float(norm.eps)
         self.norm_folded = True
         return True
@@ -190,8 +188,10 @@ class ProjectUp(nn.Module):
         rows = torch.cat([rows, rows.new_ones(b * h * w, 1)], dim=1)
         spread = torch.mm(rows, self.fold_scale)
         rstd = torch.rsqrt(spread.square().sum(dim=1, keepdim=True) + self.fold_eps)
-        # One GEMM with the bias folded in (addmm): the D-channel map is written once, then GELU.
-        normed = torch.addmm(self.fold_bias, rows * rstd, self.fold_weight)
+        # [r·x̃, 1] @ [diag(γ)A; β]: the β row rides in the GEMM, so the D-channel map is written
+        # once and read once by GELU (a bias add or addmm would make one more pass over it).
+        scaled = torch.cat([rows * rstd, rows.new_ones(b * h * w, 1)], dim=1)
+        normed = torch.mm(scaled, self.fold_weight)
         return F.gelu(normed).view(b, h * w, normed.shape[1])
 
     def project_linear(
