@@ -102,9 +102,12 @@ def _example(settings: dict[str, Any], batch_size: int) -> torch.Tensor:
 
 
 def _torchscript(network: nn.Module, example: torch.Tensor, trace: bool) -> torch.jit.ScriptModule:
+    """MONAI's ``convert_to_torchscript``: scripted, or traced at ``example`` when asked or when scripting fails."""
+    from monai.networks.utils import convert_to_torchscript
+
     if not trace:
         try:
-            return torch.jit.script(network)
+            return convert_to_torchscript(network)
         except Exception as err:  # scripting fails in many ways on arbitrary Python code
             logger.warning(
                 "%s cannot be scripted (%s); tracing it at %s instead",
@@ -112,8 +115,7 @@ def _torchscript(network: nn.Module, example: torch.Tensor, trace: bool) -> torc
                 str(err).splitlines()[0],
                 tuple(example.shape),
             )
-    with torch.no_grad():
-        return torch.jit.trace(network, example, check_trace=False)
+    return convert_to_torchscript(network, inputs=[example], use_trace=True, check_trace=False)
 
 
 def _write_torchscript(

@@ -37,7 +37,7 @@ def bundle_cmd(verb: str, *args: str) -> list[str]:
     return [sys.executable, "-m", "monai.bundle", verb, *args]
 
 
-#: One fork server for the whole session: a bundle command then starts in well under a second
+#: One launcher server for the whole session: a bundle command then starts in well under a second
 #: instead of re-importing MONAI, torch and MLflow (10-13 s each time on 2 cores).
 _LAUNCHER = None
 
@@ -56,19 +56,18 @@ def run_cmd(
     timeout: float = 240,
     cwd: Path = REPO,
     env: dict | None = None,
-    fresh: bool = False,
     check: bool = True,
 ) -> subprocess.CompletedProcess:
     """Run a bundle command (from the repository root by default); fail with its output on a non-zero exit.
 
     ``check=False`` returns a failed command's result instead of failing the test.
 
-    ``python -m monai.bundle`` commands are forked from the session's pre-imported fork server
-    (:class:`~litenext_monai.engines.launcher.BundleLauncher`) unless ``fresh``; others run as subprocesses.
+    ``python -m monai.bundle`` commands are forked from the session's pre-imported server
+    (:class:`~litenext_monai.engines.launcher.BundleLauncher`); others run as subprocesses.
     """
     env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
     env.pop("MLFLOW_TRACKING_URI", None)  # it would override every --tracking_uri
-    if fresh or not launcher().is_bundle_command(cmd):
+    if not launcher().is_bundle_command(cmd):
         proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     else:
         with tempfile.TemporaryDirectory(prefix="bundle_cmd_") as tmp:
