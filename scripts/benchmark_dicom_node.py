@@ -57,7 +57,7 @@ def make_series(n_slices: int, size: int, seed: int) -> list[Dataset]:
 def write_random_checkpoint(folder: Path, size: int) -> Path:
     import torch
 
-    from litenext_monai.engines.checkpoint import write_inference_settings
+    from litenext_monai.model.card import write_inference_settings
     from litenext_monai.networks import LiteNeXt
 
     network = LiteNeXt(spatial_dims=2, in_channels=1, out_channels=1)

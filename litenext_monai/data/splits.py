@@ -24,6 +24,7 @@ __all__ = [
     "kfold_split",
     "canonical_split",
     "split_hash",
+    "datalist_split_hash",
     "verify_split_hash",
 ]
 
@@ -169,3 +170,19 @@ def verify_split_hash(datalist_path: str | os.PathLike) -> bool:
     """Whether the ``split_hash`` stored in a datalist JSON matches its content."""
     data = json.loads(Path(datalist_path).read_text(encoding="utf-8"))
     return data.get("split_hash") == split_hash(data)
+
+
+def datalist_split_hash(datalist: str | os.PathLike) -> str:
+    """Return the datalist's stored ``split_hash``, or :func:`litenext_monai.data.split_hash` of it.
+
+    Raises:
+        ValueError: the file cannot be read or is not a JSON object.
+    """
+    path = Path(datalist)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: cannot read the datalist ({err})") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a datalist must be a JSON object with split lists")
+    return str(data.get("split_hash") or split_hash(data))

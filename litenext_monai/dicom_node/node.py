@@ -40,7 +40,7 @@ def checkpoint_segmenter(checkpoint: str, device: str = "cpu") -> Segmenter:
     """
     import torch
 
-    from litenext_monai.engines import load_network_from_checkpoint, segment_dicom_to_seg
+    from litenext_monai.inference import load_network_from_checkpoint, segment_dicom_to_seg
 
     network, settings = load_network_from_checkpoint(checkpoint, device=device)
     local = settings.get("checkpoint", checkpoint)  # an MLflow URI resolved once, here

@@ -24,17 +24,14 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import ignite.distributed as idist
 import torch
 from monai.utils import min_version, optional_import
 
-from litenext_monai.engines.checkpoint import (
-    check_network_config,
-    inference_settings_path,
-    write_inference_settings,
-)
-from litenext_monai.engines.distributed import is_main_process
 from litenext_monai.io import atomic_write, write_image_png
 from litenext_monai.io.mask_writer import overlay_rgb
+from litenext_monai.model.card import inference_settings_path, write_inference_settings
+from litenext_monai.model.loader import check_network_config
 
 if TYPE_CHECKING:
     from ignite.engine import Engine, Events
@@ -131,7 +128,7 @@ class LastCheckpointHandler:
 
     def save(self, engine: Engine) -> None:
         """Write the checkpoint of the epoch that just finished (rank 0 only under torchrun)."""
-        if not is_main_process():
+        if idist.get_rank() != 0:
             return
         state = {name: obj.state_dict() for name, obj in self.save_dict.items()}
         state[self.engine_key] = engine.state_dict()
@@ -177,7 +174,7 @@ class BestModelSaver:
             deep training is evaluated at its last epoch, whose activations can be fused exactly).
         settings: what inference needs to rebuild and use the network (``network_def``,
             ``in_channels``, ``image_size``, ``modality``, ``threshold``, ``segment``, see
-            :mod:`litenext_monai.engines.checkpoint`); when given, it is written as ``model.json``
+            :mod:`litenext_monai.model.card`); when given, it is written as ``model.json``
             beside ``save_path`` with every save, after checking once that ``network_def``
             rebuilds ``network`` exactly (if it does not, the error is logged and no ``model.json``
             is written, so inference falls back to the bundle config instead of a wrong network).
@@ -236,7 +233,7 @@ class BestModelSaver:
         if better and not math.isnan(value):
             self.best_metric, self.best_epoch = value, int(engine.state.epoch)
             network = getattr(self.network, "module", self.network)
-            if is_main_process():
+            if idist.get_rank() == 0:
                 if self.settings is not None:
                     self._write_settings(network)
                 _save_torch_atomic(network.state_dict(), self.save_path)
@@ -304,7 +301,7 @@ class LearningCurvePlotter:
 
     def write(self) -> None:
         """Rewrite the PNG and CSV from :attr:`history` (rank 0 only under torchrun)."""
-        if not is_main_process():
+        if idist.get_rank() != 0:
             return
         import matplotlib
 
@@ -385,7 +382,7 @@ class OverlaySaver:
         self._written = 0
 
     def __call__(self, engine: Engine) -> None:
-        if not is_main_process():  # under torchrun rank 0 draws its own shard's first images
+        if idist.get_rank() != 0:  # under torchrun rank 0 draws its own shard's first images
             return
         output = engine.state.output
         items = output if isinstance(output, Sequence) else [output]

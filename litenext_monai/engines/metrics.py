@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import ignite.distributed as idist
 import torch
 from monai.data import MetaTensor, decollate_batch
 from monai.metrics import (
@@ -43,8 +44,6 @@ from monai.metrics import (
     get_confusion_matrix,
 )
 from monai.utils import convert_to_tensor, min_version, optional_import
-
-from litenext_monai.engines.distributed import gather_objects, is_main_process
 
 if TYPE_CHECKING:
     from ignite.engine import Engine, Events
@@ -234,13 +233,13 @@ class PerImageMetricsSaver:
 
     def _finalize(self, engine: Engine) -> None:
         # Under torchrun each rank scored its shard: every rank gets all rows, rank 0 writes them.
-        self.records = [record for shard in gather_objects(self.records) for record in shard]
+        self.records = [record for shard in idist.all_gather(self.records) for record in shard]
         if not self.records:
             return
         count = len(self.records)
         for name in METRIC_NAMES:
             engine.state.metrics[f"per_image_mean_{name}"] = sum(r[name] for r in self.records) / count
-        if not is_main_process():
+        if idist.get_rank() != 0:
             return
         self.output_dir.mkdir(parents=True, exist_ok=True)
         buffer = io.StringIO()

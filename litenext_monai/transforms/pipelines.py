@@ -1,13 +1,12 @@
-"""Declarative transform pipelines shared by every bundle, loaded relative to the bundle root.
+"""Declarative transform pipelines shared by every route, loaded without looking at the working directory.
 
-The pipelines (load, resize, SeRP dual view + MWL weight map, binarise) are defined once, as
-MONAI config lists, in ``transforms/litenext_2d.json`` at the top of the repository. MONAI's
-``%file#id`` macros would resolve that path against the *working directory*, so a bundle using
-them only runs from the repository root. Bundles call :func:`load_pipeline` instead, which finds
-the file without looking at the working directory: first ``<bundle_root>/transforms/`` (a packed,
-self-contained bundle carries its copy there), then the repository's ``transforms/`` two levels
-above ``bundles/<name>/``, then the ``transforms/`` of the source checkout this package is
-installed from (``pip install -e .``), which serves a ``--bundle_root`` placed anywhere.
+The pipelines (load, resize, SeRP dual view + MWL weight map, logits to mask) are defined once, as
+MONAI config lists, in ``transforms/litenext_2d.json`` at the top of the repository. The bundle
+carries it in ``<bundle_root>/transforms/`` and the installed package in
+``litenext_monai/resources/transforms/`` (both links to that one file in a checkout; copies in a
+wheel or a packed bundle). MONAI's ``%file#id`` macros would resolve the path against the
+*working directory*, so bundles call :func:`load_pipeline` instead, and so do the Predictor,
+volume inference and the DICOM node: every route runs the same pre- and post-processing.
 """
 
 from __future__ import annotations
@@ -20,42 +19,45 @@ from typing import Any
 
 from monai.bundle import ConfigParser
 
-__all__ = ["PIPELINE_FILE", "find_pipeline_file", "load_pipeline"]
+__all__ = ["PACKAGE_TRANSFORMS", "PIPELINE_FILE", "find_pipeline_file", "load_pipeline"]
 
 #: The pipeline file, relative to a ``transforms/`` folder.
 PIPELINE_FILE = "litenext_2d.json"
-#: ``transforms/`` of the source checkout holding this package (exists for editable installs).
-_CHECKOUT_TRANSFORMS = Path(__file__).resolve().parents[2] / "transforms"
+#: ``transforms/`` shipped inside the package (a link to the repository's ``transforms/`` in a checkout).
+PACKAGE_TRANSFORMS = Path(__file__).resolve().parents[1] / "resources" / "transforms"
 
 
-def find_pipeline_file(bundle_root: str | os.PathLike, filename: str = PIPELINE_FILE) -> Path:
-    """The pipeline file a bundle at ``bundle_root`` uses.
+def find_pipeline_file(bundle_root: str | os.PathLike | None, filename: str = PIPELINE_FILE) -> Path:
+    """The pipeline file a bundle at ``bundle_root`` uses (``None``: the one shipped in the package).
+
+    A bundle's own ``transforms/`` comes first, then the package's.
 
     Raises:
-        FileNotFoundError: neither candidate exists (the message lists both).
+        FileNotFoundError: no candidate exists (the message lists them).
     """
-    root = Path(bundle_root).resolve()
-    candidates = [root / "transforms" / filename]
-    if len(root.parents) > 1:
-        candidates.append(root.parents[1] / "transforms" / filename)
-    candidates.append(_CHECKOUT_TRANSFORMS / filename)
+    candidates = []
+    if bundle_root is not None:
+        candidates.append(Path(bundle_root).resolve() / "transforms" / filename)
+    candidates.append(PACKAGE_TRANSFORMS / filename)
     for candidate in candidates:
         if candidate.is_file():
             return candidate
     raise FileNotFoundError(
-        f"no transform pipeline file {filename!r} for the bundle at {root}; looked for "
-        + ", ".join(str(c) for c in candidates)
+        f"no transform pipeline file {filename!r}; looked for " + ", ".join(str(c) for c in candidates)
     )
 
 
 def load_pipeline(
-    name: str, bundle_root: str | os.PathLike, values: Mapping[str, Any], filename: str = PIPELINE_FILE
+    name: str,
+    bundle_root: str | os.PathLike | None,
+    values: Mapping[str, Any],
+    filename: str = PIPELINE_FILE,
 ) -> list:
     """Instantiate pipeline ``name`` with its ``@`` references bound to ``values``.
 
     Args:
         name: a list in the pipeline file, e.g. ``"load_labelled"`` or ``"train_dual_view"``.
-        bundle_root: the bundle folder (the config's ``@bundle_root``).
+        bundle_root: the bundle folder (the config's ``@bundle_root``); ``None`` for the package's copy.
         values: what the pipeline refers to, e.g. ``{"modality": "grey", "in_channels": 1,
             "image_size": [256, 256], "augmentation": {...}, "mwl": {...}, "threshold": 0.5}``.
         filename: the pipeline file inside ``transforms/``.

@@ -45,7 +45,7 @@ _LAUNCHER = None
 def launcher():
     global _LAUNCHER
     if _LAUNCHER is None:
-        from litenext_monai.engines.launcher import BundleLauncher
+        from litenext_monai.experiments.launcher import BundleLauncher
 
         _LAUNCHER = BundleLauncher()
     return _LAUNCHER
@@ -63,7 +63,7 @@ def run_cmd(
     ``check=False`` returns a failed command's result instead of failing the test.
 
     ``python -m monai.bundle`` commands are forked from the session's pre-imported server
-    (:class:`~litenext_monai.engines.launcher.BundleLauncher`); others run as subprocesses.
+    (:class:`~litenext_monai.experiments.launcher.BundleLauncher`); others run as subprocesses.
     """
     env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
     env.pop("MLFLOW_TRACKING_URI", None)  # it would override every --tracking_uri

@@ -81,7 +81,7 @@ def test_register_and_infer_by_uri(synthetic_data, tmp_path):
     # The export command takes the same URI and exports the same weights (deploy form).
     from monai.data import load_net_with_metadata
 
-    from litenext_monai.engines import load_network_from_checkpoint
+    from litenext_monai.inference import load_network_from_checkpoint
 
     run_cmd(
         [

@@ -127,7 +127,7 @@ def test_hostile_corpus_is_handled_or_reported(tmp_path: Path) -> None:
 
 
 def test_training_writes_a_self_describing_checkpoint(trained_bundle, tmp_path: Path) -> None:
-    from litenext_monai.engines import Predictor, load_network_from_checkpoint
+    from litenext_monai.inference import Predictor, load_network_from_checkpoint
 
     ckpt = trained_bundle.ckpt_dir / "model.pt"
     settings = json.loads((trained_bundle.ckpt_dir / "model.json").read_text())

@@ -18,7 +18,7 @@ import pytest
 import torch
 from pydicom.uid import RTPlanStorage
 
-from litenext_monai.engines.checkpoint import write_inference_settings
+from litenext_monai.model.card import write_inference_settings
 from litenext_monai.networks import LiteNeXt
 from tests.dicom_node.helpers import (
     PATIENT_ID,

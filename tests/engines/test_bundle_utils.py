@@ -11,13 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from litenext_monai.engines import (
-    BatchFailedError,
-    FailureReport,
-    datalist_split_hash,
-    inference_items,
-    make_run_name,
-)
+from litenext_monai.data.splits import datalist_split_hash
+from litenext_monai.engines import make_run_name
+from litenext_monai.inference import BatchFailedError, FailureReport, inference_items
 
 
 def _png(path, value=0):
@@ -89,14 +85,15 @@ def test_run_names_are_unique_per_launch_and_kept_on_resume(tmp_path):
 
 
 def test_sharding_deals_out_whole_outputs_and_skip_existing(tmp_path, monkeypatch):
-    from litenext_monai.engines import bundle_utils
+    from litenext_monai.inference import inputs
 
     items = [{"image": f"s{i}.dcm", "output_name": "series.dcm"} for i in range(3)]
     items += [{"image": f"img{i}.png", "output_name": f"img{i}_mask.png"} for i in range(4)]
     shards = []
     for rank in (0, 1):
-        monkeypatch.setattr(bundle_utils, "rank_and_world", lambda rank=rank: (rank, 2))
-        shards.append(bundle_utils._select(items, None, shard=True))
+        monkeypatch.setattr(inputs.idist, "get_rank", lambda rank=rank: rank)
+        monkeypatch.setattr(inputs.idist, "get_world_size", lambda: 2)
+        shards.append(inputs._select(items, None, shard=True))
     assert sorted(i["image"] for s in shards for i in s) == sorted(i["image"] for i in items)  # all, once
     assert not {i["image"] for i in shards[0]} & {i["image"] for i in shards[1]}
     series_ranks = {r for r, s in enumerate(shards) for i in s if i["output_name"] == "series.dcm"}
@@ -107,8 +104,9 @@ def test_sharding_deals_out_whole_outputs_and_skip_existing(tmp_path, monkeypatc
         "s2.dcm",
     ]
     (tmp_path / "img1_mask.png").write_bytes(b"done")
-    monkeypatch.setattr(bundle_utils, "rank_and_world", lambda: (0, 1))
-    kept = bundle_utils._select(items, tmp_path, shard=True)
+    monkeypatch.setattr(inputs.idist, "get_rank", lambda: 0)
+    monkeypatch.setattr(inputs.idist, "get_world_size", lambda: 1)
+    kept = inputs._select(items, tmp_path, shard=True)
     assert {i["output_name"] for i in kept} == {
         "series.dcm",
         "img0_mask.png",
