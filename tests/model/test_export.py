@@ -135,3 +135,21 @@ def test_script_exit_status(
     assert "models:/" in capsys.readouterr().err
     assert cli(str(ckpt), str(tmp_path / "x.ts"), "--batch-size", "0") == 2
     assert not (tmp_path / "x.ts").exists()
+
+
+def test_failed_check_with_overwrite_keeps_the_previous_export(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from litenext_monai.model import export
+
+    ckpt = tiny_checkpoint(tmp_path / "models")
+    target = tmp_path / "model.ts"
+    export_checkpoint(ckpt, target)
+    good = target.read_bytes()
+    # No export can pass a negative tolerance: the check fails on the temporary file.
+    monkeypatch.setattr(export, "EXPORT_ATOL", -1.0)
+    for fmt_target in (target, tmp_path / "model.onnx"):
+        with pytest.raises(ValueError, match="differs from PyTorch"):
+            export_checkpoint(ckpt, fmt_target, overwrite=True)
+    assert target.read_bytes() == good  # the earlier good export survives the failed replacement
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.ts", "models"]  # no temporaries
