@@ -1,10 +1,10 @@
 """Pack a repository bundle into a self-contained MONAI bundle folder (or zip).
 
-Bundle configs in this repository take their transform pipelines from the top-level
-``transforms/`` folder through :func:`litenext_monai.transforms.load_pipeline`, which looks in
-``<bundle_root>/transforms/`` first. Packing copies the pipeline files there, so the packed
-bundle runs from any folder and needs nothing outside itself except the installed
-``litenext-monai`` package.
+Bundle configs take their transform pipelines from ``<bundle_root>/transforms/`` through
+:func:`litenext_monai.transforms.load_pipeline`; in this repository those are links to the top-level
+``transforms/`` folder. Packing copies the pipeline files themselves there (or those of
+``--transforms-root``), so the packed bundle runs from any folder and needs nothing outside itself
+except the installed ``litenext-monai`` package.
 
 Trained weights (``models/*.pt``, ``*.ts``, ``*.onnx``, ``model.json``) and run outputs (``eval/``)
 are left out unless ``--include-models`` is given.
@@ -23,7 +23,7 @@ from pathlib import Path
 
 __all__ = ["pack_bundle", "main"]
 
-SKIPPED_DIRS = {"eval", "__pycache__", ".pytest_cache", "data"}
+SKIPPED_DIRS = {"eval", "__pycache__", ".pytest_cache", "data", "transforms"}
 MODEL_SUFFIXES = {".pt", ".ts", ".onnx"}
 MODEL_FILES = {"last_run_name.txt", "model.json"}
 
@@ -50,8 +50,7 @@ def pack_bundle(
     Args:
         bundle_dir: the repository bundle, e.g. ``bundles/litenext_seg``.
         out_dir: destination folder; must not exist yet.
-        transforms_root: folder holding the pipeline files (default: ``transforms/`` next to
-            ``bundles/``).
+        transforms_root: folder holding the pipeline files (default: the bundle's own ``transforms/``).
         include_models: also copy trained weights and their settings.
         make_zip: also write ``<out_dir>.zip``.
 
@@ -64,7 +63,7 @@ def pack_bundle(
     root = (
         Path(transforms_root)
         if transforms_root is not None
-        else bundle_dir.resolve().parents[1] / "transforms"
+        else bundle_dir / "transforms"
     )
     pipelines = sorted(root.glob("*.json"))
     if not pipelines:
@@ -72,7 +71,7 @@ def pack_bundle(
     shutil.copytree(bundle_dir, out_dir, ignore=_ignore(include_models))
     (out_dir / "transforms").mkdir()
     for pipeline in pipelines:
-        shutil.copy2(pipeline, out_dir / "transforms" / pipeline.name)
+        shutil.copy2(pipeline.resolve(), out_dir / "transforms" / pipeline.name)  # the file, not the link
     if make_zip:
         return Path(shutil.make_archive(str(out_dir), "zip", root_dir=out_dir.parent, base_dir=out_dir.name))
     return out_dir
@@ -84,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("bundle_dir", help="repository bundle folder, e.g. bundles/litenext_seg")
     parser.add_argument("out_dir", help="destination folder (must not exist)")
     parser.add_argument(
-        "--transforms-root", default=None, help="pipeline folder (default: <repo>/transforms)"
+        "--transforms-root", default=None, help="pipeline folder (default: the bundle's transforms/)"
     )
     parser.add_argument("--include-models", action="store_true", help="also copy models/*.pt|ts|onnx")
     parser.add_argument("--zip", action="store_true", help="also write <out_dir>.zip")
