@@ -10,7 +10,7 @@ from monai.data import load_decathlon_datalist
 from PIL import Image
 from scipy import ndimage
 
-from litenext_monai.data import generate_synthetic_dataset
+from litenext_monai.data import generate_synthetic_dataset, validate_prepared
 from litenext_monai.data.synthetic import main, render_case
 
 
@@ -40,6 +40,9 @@ def test_multiclass_label_maps_hold_touching_classes(tmp_path) -> None:
         grey = image.mean(axis=-1)
         assert grey[nucleus].mean() < grey[labels == 1].mean() < grey[labels == 0].mean()
     assert cross_class_borders > 0
+    # the datalist's num_classes makes the standard-layout check accept the class values
+    report = validate_prepared(path.parent)
+    assert report.errors == [] and not [i for i in report.warnings if i.kind == "unexpected_mask_values"]
     again = generate_synthetic_dataset(tmp_path / "mc2", variant="multiclass", num_train=6, num_val=2, num_test=2)
     assert _digests(path.parent) == _digests(again.parent)
 
