@@ -118,9 +118,11 @@ def overlay_rgb(
     else:
         img = np.repeat(img[..., None], 3, axis=-1)
     rgb = np.clip(img, 0.0, 1.0)
-    classes = np.asarray(pred).astype(np.int64)
-    mask = classes > 0
-    colours = _CLASS_COLOURS[(classes[mask] - 1) % len(_CLASS_COLOURS)]
+    values = np.asarray(pred)
+    mask = values > 0
+    # any positive value of a binary prediction is class 1 (red), as before label maps existed
+    classes = np.maximum(np.rint(values[mask]).astype(np.int64), 1)
+    colours = _CLASS_COLOURS[(classes - 1) % len(_CLASS_COLOURS)]
     rgb[mask] = (1 - alpha) * rgb[mask] + alpha * colours
     if label is not None:
         lab = np.asarray(label) > 0

@@ -137,3 +137,4 @@ def test_overlay_of_binary_prediction_is_unchanged() -> None:
     rgb = overlay_rgb(image, pred)
     assert tuple(rgb[1, 1]) == (int(0.55 * 0.5 * 255 + 0.45 * 255 + 0.5), int(0.55 * 0.5 * 255 + 0.5),
                                int(0.55 * 0.5 * 255 + 0.5))  # fmt: skip
+    assert np.array_equal(overlay_rgb(image, pred * 0.4), rgb)  # any positive value is class 1 (red)
