@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -87,3 +88,18 @@ def test_binary_reading_is_unchanged_without_the_option(tmp_path: Path) -> None:
     first = datalist["training"][0]
     data = np.asarray(nib.load(str(tmp_path / "out" / first["label"])).dataobj)
     assert set(np.unique(data).tolist()) == {0, 1} and int(data.sum()) == 15 * 29
+
+
+def test_command_line_flag_selects_the_multiclass_reading(tmp_path: Path, capsys) -> None:
+    raw = tmp_path / "raw"
+    expected = _release(raw)
+    spec = importlib.util.spec_from_file_location(
+        "prepare_dataset_cli", Path(__file__).resolve().parents[2] / "scripts" / "prepare_dataset.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["sunnybrook_epi", str(raw), str(tmp_path / "out"), "--multiclass"]) == 0
+    datalist = json.loads((tmp_path / "out" / "datalist.json").read_text())
+    assert datalist["num_classes"] == 2
+    assert len([e for key in ("training", "validation", "test") for e in datalist[key]]) == len(expected)
+    assert "missing_contour" in capsys.readouterr().out
