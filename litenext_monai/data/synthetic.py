@@ -314,7 +314,9 @@ def _render_multiclass(rng: np.random.Generator, size: int) -> tuple[np.ndarray,
         phi = rng.uniform(0, 2 * np.pi)
         na = a * rng.uniform(0.35, 0.5)
         nb = na * rng.uniform(0.7, 1.0)
-        r_nucleus = ellipse(cy + offset * np.sin(phi), cx + offset * np.cos(phi), na, nb, rng.uniform(0, np.pi))
+        r_nucleus = ellipse(
+            cy + offset * np.sin(phi), cx + offset * np.cos(phi), na, nb, rng.uniform(0, np.pi)
+        )
         cell = r_cell <= 1.0
         nucleus = (r_nucleus <= 1.0) & cell
         labels[cell] = 1
@@ -329,7 +331,9 @@ def _render_multiclass(rng: np.random.Generator, size: int) -> tuple[np.ndarray,
 
     for _ in range(int(rng.integers(2, 7))):  # red blood cells: small red discs, not annotated
         cy, cx = rng.uniform(0, size, size=2)
-        disc = (1.0 / (1.0 + np.exp(-(4.0 * s - np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2)) / (0.8 * s))))[..., None]
+        disc = (1.0 / (1.0 + np.exp(-(4.0 * s - np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2)) / (0.8 * s))))[
+            ..., None
+        ]
         image = image * (1 - 0.8 * disc) + np.array([0.85, 0.25, 0.3]) * 0.8 * disc
     for _ in range(int(rng.integers(3, 10))):  # dark debris: small purple specks, not annotated
         cy, cx = rng.uniform(0, size, size=2)
@@ -541,7 +545,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--num-test", type=int, default=DEFAULT_NUM_TEST)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--image-size", type=int, default=None, help=f"default {DEFAULT_IMAGE_SIZE} ({DEFAULT_LARGE_IMAGE_SIZE} for large)"
+        "--image-size",
+        type=int,
+        default=None,
+        help=f"default {DEFAULT_IMAGE_SIZE} ({DEFAULT_LARGE_IMAGE_SIZE} for large)",
     )
     parser.add_argument(
         "--overwrite", action="store_true", help="replace a dataset made with other parameters"

@@ -77,7 +77,9 @@ def csv_columns(num_classes: int = 1) -> tuple[str, ...]:
     ``dice_class1, iou_class1, …, empty_pred_class1, dice_class2, …`` for c = 1 .. N."""
     if num_classes == 1:
         return CSV_COLUMNS
-    per_class = [f"{name}_class{c}" for c in range(1, num_classes + 1) for name in (*METRIC_NAMES, *_EMPTY_FLAGS)]
+    per_class = [
+        f"{name}_class{c}" for c in range(1, num_classes + 1) for name in (*METRIC_NAMES, *_EMPTY_FLAGS)
+    ]
     return (*CSV_COLUMNS, *per_class)
 
 

@@ -67,7 +67,11 @@ class LogitsToMaskd(MapTransform):
     """
 
     def __init__(
-        self, keys: KeysCollection, num_classes: int = 1, threshold: float = 0.5, allow_missing_keys: bool = False
+        self,
+        keys: KeysCollection,
+        num_classes: int = 1,
+        threshold: float = 0.5,
+        allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.converter = LogitsToMask(num_classes, threshold)

@@ -62,7 +62,11 @@ class FlipTTAInferer(Inferer):
         for dims in FLIP_DIMS:
             flipped = torch.flip(inputs, dims) if dims else inputs
             output = self.inferer(flipped, network, *args, **kwargs)
-            if not isinstance(output, torch.Tensor) or output.ndim != 4 or output.shape[2:] != inputs.shape[2:]:
+            if (
+                not isinstance(output, torch.Tensor)
+                or output.ndim != 4
+                or output.shape[2:] != inputs.shape[2:]
+            ):
                 shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
                 raise ValueError(
                     f"FlipTTAInferer needs a B×K×H×W output with the input's H×W {tuple(inputs.shape[2:])}, "

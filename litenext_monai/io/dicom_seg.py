@@ -244,7 +244,9 @@ def segment_descriptions(segments: Sequence[Mapping[str, Any]]) -> list[dict[str
             raise ValueError(f"segments[{k - 1}] must be a mapping {{label, category, type}}, got {entry!r}")
         unknown = set(entry) - set(DEFAULT_SEGMENT)
         if unknown:
-            raise ValueError(f"segments[{k - 1}] has unknown keys {sorted(unknown)}; expected label, category, type")
+            raise ValueError(
+                f"segments[{k - 1}] has unknown keys {sorted(unknown)}; expected label, category, type"
+            )
         described = {**DEFAULT_SEGMENT, "label": f"Class {k}", **entry}
         for key in ("category", "type"):  # fail early on a malformed code
             coded_concept(described[key])

@@ -310,7 +310,9 @@ class SaveMask2Dd(MapTransform):
             segments = self.seg_metadata.get("segments") or [{} for _ in range(num_classes)]
             segments = segment_descriptions(segments)
             if len(segments) != num_classes:
-                raise ValueError(f"seg_metadata['segments'] describes {len(segments)} classes, not {num_classes}")
+                raise ValueError(
+                    f"seg_metadata['segments'] describes {len(segments)} classes, not {num_classes}"
+                )
             self.seg_metadata["segments"] = segments
         elif self.seg_metadata.get("segments") is not None:
             raise ValueError("seg_metadata['segments'] needs num_classes >= 2 (one segment per class)")

@@ -55,7 +55,11 @@ class LoadLabelMap2D(Transform):
                 f"(num_classes={self.num_classes}; a 0/255 file is a binary mask, not a label map)"
             )
         affine = meta.get("affine")
-        affine = torch.eye(4, dtype=torch.float64) if affine is None else torch.as_tensor(affine, dtype=torch.float64)
+        affine = (
+            torch.eye(4, dtype=torch.float64)
+            if affine is None
+            else torch.as_tensor(affine, dtype=torch.float64)
+        )
         tensor_meta = {
             "filename_or_obj": str(filename),
             "spatial_shape": np.asarray(meta["spatial_shape"]),

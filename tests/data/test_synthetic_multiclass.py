@@ -15,11 +15,16 @@ from litenext_monai.data.synthetic import main, render_case
 
 
 def _digests(folder) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*.png"))}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*.png"))
+    }
 
 
 def test_multiclass_label_maps_hold_touching_classes(tmp_path) -> None:
-    path = generate_synthetic_dataset(tmp_path / "mc", variant="multiclass", num_train=6, num_val=2, num_test=2)
+    path = generate_synthetic_dataset(
+        tmp_path / "mc", variant="multiclass", num_train=6, num_val=2, num_test=2
+    )
     datalist = json.loads(path.read_text())
     assert datalist["num_classes"] == 2
     assert datalist["labels"] == {"0": "background", "1": "cytoplasm", "2": "nucleus"}
@@ -43,7 +48,9 @@ def test_multiclass_label_maps_hold_touching_classes(tmp_path) -> None:
     # the datalist's num_classes makes the standard-layout check accept the class values
     report = validate_prepared(path.parent)
     assert report.errors == [] and not [i for i in report.warnings if i.kind == "unexpected_mask_values"]
-    again = generate_synthetic_dataset(tmp_path / "mc2", variant="multiclass", num_train=6, num_val=2, num_test=2)
+    again = generate_synthetic_dataset(
+        tmp_path / "mc2", variant="multiclass", num_train=6, num_val=2, num_test=2
+    )
     assert _digests(path.parent) == _digests(again.parent)
 
 
@@ -67,6 +74,16 @@ def test_large_variant_keeps_structures_small(tmp_path) -> None:
 
 
 def test_cli_accepts_the_new_variants(tmp_path, capsys) -> None:
-    args = [str(tmp_path / "cli"), "--variant", "multiclass", "--num-train", "1", "--num-val", "0", "--num-test", "0"]
+    args = [
+        str(tmp_path / "cli"),
+        "--variant",
+        "multiclass",
+        "--num-train",
+        "1",
+        "--num-val",
+        "0",
+        "--num-test",
+        "0",
+    ]
     assert main(args) == 0
     assert capsys.readouterr().out.strip().endswith("datalist.json")

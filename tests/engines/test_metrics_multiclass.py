@@ -111,4 +111,14 @@ def test_saver_rejects_wrong_channels(tmp_path) -> None:
         saver._multiclass_record(torch.zeros(2, 4, 4), torch.zeros(1, 4, 4), "x")
     with pytest.raises(ValueError, match="x: .*values"):
         saver._multiclass_record(torch.zeros(1, 4, 4), torch.full((1, 4, 4), 7.0), "x")
-    assert csv_columns(1) == ("case", "dice", "iou", "precision", "recall", "f1", "hd95", "empty_gt", "empty_pred")
+    assert csv_columns(1) == (
+        "case",
+        "dice",
+        "iou",
+        "precision",
+        "recall",
+        "f1",
+        "hd95",
+        "empty_gt",
+        "empty_pred",
+    )

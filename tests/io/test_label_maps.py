@@ -93,7 +93,9 @@ def test_multi_segment_seg_is_valid_and_reads_back_as_the_label_map(tmp_path: Pa
 def test_writer_collects_label_map_slices_into_a_multi_segment_seg(tmp_path: Path) -> None:
     files = write_ct_series(tmp_path / "ct", [disk_image() for _ in range(2)])
     maps = [_label_map(), _label_map(shift=3)]
-    writer = SaveMask2Dd(keys="pred", output_dir=tmp_path / "out", num_classes=2, seg_metadata={"segments": SEGMENTS})
+    writer = SaveMask2Dd(
+        keys="pred", output_dir=tmp_path / "out", num_classes=2, seg_metadata={"segments": SEGMENTS}
+    )
     common = {"output_format": "dicom-seg", "output_name": "lv_seg.dcm", "series": "s", "series_size": 2}
     writer(_item(files[1], maps[1], series_index=1, **common))
     done = writer(_item(files[0], maps[0], series_index=0, **common))
@@ -118,7 +120,9 @@ def test_segment_configuration_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"values \[0, 1, 2\] outside 0\.\.1"):
         write_dicom_seg(files, _label_map()[None], tmp_path / "x.dcm", segments=SEGMENTS[:1])
     with pytest.raises(ValueError, match="not both"):
-        write_dicom_seg(files, _label_map()[None], tmp_path / "x.dcm", segments=SEGMENTS, segment=DEFAULT_SEGMENT)
+        write_dicom_seg(
+            files, _label_map()[None], tmp_path / "x.dcm", segments=SEGMENTS, segment=DEFAULT_SEGMENT
+        )
     with pytest.raises(ValueError, match="differ"):
         segment_descriptions([{"label": "A"}, {"label": "A"}])
     with pytest.raises(ValueError, match="unknown keys"):

@@ -161,7 +161,9 @@ def _discover(raw_dir: Path, report: ValidationReport, kind: str, multiclass: bo
             if multiclass:
                 epi = other.get(patient, {}).get(number)
                 if epi is None:
-                    report.warning("missing_contour", contour, "endocardium contour without epicardium: skipped")
+                    report.warning(
+                        "missing_contour", contour, "endocardium contour without epicardium: skipped"
+                    )
                     continue
                 cases.append(
                     Case(
