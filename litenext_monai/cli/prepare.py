@@ -4,7 +4,7 @@ Usage::
 
     litenext-prepare --list
     litenext-prepare NAME RAW_DIR OUT_DIR [--seed 0] [--ratios 0.7 0.1 0.2]
-        [--split default|random|official] [--folds K --fold I] [--axis 2] [--strict]
+        [--split default|random|official] [--folds K --fold I] [--axis 2] [--multiclass] [--strict]
     litenext-prepare NAME RAW_DIR --validate-only [--strict]
     litenext-prepare --check OUT_DIR [--strict]
 
@@ -43,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--axis", type=int, default=2, help="slicing axis for NIfTI volumes ('folders' layout)"
     )
+    parser.add_argument(
+        "--multiclass",
+        action="store_true",
+        help="read several classes into one label map (sunnybrook_*: LV cavity = 1, myocardium = 2)",
+    )
     parser.add_argument("--validate-only", action="store_true", help="check the release, write nothing")
     parser.add_argument("--strict", action="store_true", help="treat warnings as errors")
     return parser
@@ -63,7 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0 if report.ok(args.strict) else 1
         if not args.name or not args.raw_dir or not (args.out_dir or args.validate_only):
             parser.error("NAME RAW_DIR OUT_DIR are required (OUT_DIR may be left out with --validate-only)")
-        options = {"axis": args.axis} if args.name == "folders" else {}
+        options: dict[str, object] = {"axis": args.axis} if args.name == "folders" else {}
+        if args.multiclass:
+            options["multiclass"] = True
         result = prepare_dataset(
             args.name,
             args.raw_dir,

@@ -12,7 +12,9 @@ Standard layout written to ``OUT_DIR``::
 Raster images are re-encoded losslessly as PNG (JPEG files are copied byte for byte, to avoid a
 second lossy encoding and a five-fold size increase; 16-bit colour goes to TIFF); masks become
 8-bit PNG with values {0, 255}. Images that come from DICOM or NIfTI keep their geometry: image
-and mask are written as 2D NIfTI with the source affine (mask ``uint8`` {0, 1}). Nothing under
+and mask are written as 2D NIfTI with the source affine (mask ``uint8`` {0, 1}). Layouts that
+read several classes (``mask_kind="labels"``, e.g. Sunnybrook with ``multiclass=True``) keep the
+class values 0 .. N in both formats and record ``num_classes`` in the datalist. Nothing under
 ``RAW_DIR`` is ever written.
 """
 
@@ -37,6 +39,7 @@ from litenext_monai.io import (
     write_nifti,
 )
 from litenext_monai.io import pseudonym_secret as use_pseudonym_secret
+from litenext_monai.io.mask_writer import write_label_map_png
 
 from .layouts import get_layout
 from .layouts.base import Case, relative
@@ -58,6 +61,8 @@ class PreparedDataset:
 
 
 def _merge_masks(case: Case, masks: list[np.ndarray]) -> np.ndarray:
+    if case.mask_kind == "labels":  # class label maps: the largest class wins where masks overlap
+        return np.maximum.reduce([np.asarray(m) for m in masks]).astype(np.uint8)
     merged = np.zeros(masks[0].shape[:2], dtype=bool)
     for mask in masks:
         data = mask.any(axis=-1) if mask.ndim == 3 else mask
@@ -118,7 +123,10 @@ def _write_case(case: Case, image: np.ndarray, meta: dict, mask: np.ndarray, out
             data = image if image.dtype in (np.uint8, np.uint16) else _to_uint8(image)
             write_image_png(data, out_dir / image_rel)
         mask_rel = f"masks/{case.case_id}.png"
-        write_mask_png(mask, out_dir / mask_rel)
+        if case.mask_kind == "labels":
+            write_label_map_png(mask.astype(np.uint8), out_dir / mask_rel)
+        else:
+            write_mask_png(mask, out_dir / mask_rel)
     entry = {
         "image": image_rel,
         "label": mask_rel,
@@ -284,6 +292,9 @@ def _prepare(
         "n_folds": n_folds,
         "fold": fold if n_folds else None,
     }
+    num_classes = max(case.num_classes for case in kept)
+    if num_classes > 1:
+        datalist["num_classes"] = num_classes
     for key in SPLIT_KEYS:
         datalist[key] = [entries[c] for c in splits[key]]
     datalist["split_hash"] = split_hash(datalist)

@@ -135,8 +135,9 @@ def pixel_hash(array: np.ndarray) -> str:
 def check_mask_values(mask: np.ndarray, file: str | os.PathLike, kind: str, report: ValidationReport) -> None:
     """Warn when a stored mask has values its kind does not allow.
 
-    ``kind``: ``"binary"`` (at most one non-zero value), ``"instance"`` (non-negative integers) or
-    ``"lossy"`` (JPEG masks: intermediate values are expected and thresholded, nothing to check).
+    ``kind``: ``"binary"`` (at most one non-zero value), ``"instance"`` or ``"labels"``
+    (non-negative integers) or ``"lossy"`` (JPEG masks: intermediate values are expected and
+    thresholded, nothing to check).
     """
     if kind == "lossy":
         return
@@ -149,9 +150,9 @@ def check_mask_values(mask: np.ndarray, file: str | os.PathLike, kind: str, repo
                 file,
                 f"binary mask holds values {shown}{' …' if len(values) > 8 else ''}; any non-zero value is foreground",
             )
-    elif kind == "instance":
+    elif kind in ("instance", "labels"):
         if values.size and (values.min() < 0 or not np.issubdtype(mask.dtype, np.integer)):
-            report.warning("unexpected_mask_values", file, f"instance mask with values {values[:8].tolist()}")
+            report.warning("unexpected_mask_values", file, f"{kind} mask with values {values[:8].tolist()}")
     else:
         raise ValueError(f"unknown mask kind {kind!r}")
 
@@ -200,7 +201,8 @@ def validate_prepared(folder: str | os.PathLike, strict: bool = False) -> Valida
 
     Reports images without masks and masks without images (by file stem), files listed in the
     datalist that are missing or unreadable, image/mask size mismatches, masks with values other
-    than {0, 1} or {0, 255}, empty masks (counted), identical images across or within splits,
+    than {0, 1} or {0, 255} (or, when the datalist records ``num_classes`` = N ≥ 2, other than
+    the class values 0 .. N), empty masks (counted), identical images across or within splits,
     and a stored ``split_hash`` that does not match the datalist.
 
     Args:
@@ -229,6 +231,8 @@ def validate_prepared(folder: str | os.PathLike, strict: bool = False) -> Valida
     hashes: dict[str, str] = {}
     files: dict[str, str] = {}
     splits: dict[str, list[str]] = {key: [] for key in SPLIT_KEYS}
+    num_classes = int(datalist.get("num_classes") or 1)
+    class_values = set(range(num_classes + 1))
     for key in SPLIT_KEYS:
         for entry in datalist.get(key, []):
             case = str(entry.get("case_id", entry["image"]))
@@ -251,7 +255,13 @@ def validate_prepared(folder: str | os.PathLike, strict: bool = False) -> Valida
                 report.error("size_mismatch", mask_file, f"mask {mask.shape[:2]} vs image {image.shape[:2]}")
                 continue
             values = set(np.unique(mask).tolist())
-            if not (values <= {0, 1} or values <= {0, 255}):
+            if num_classes > 1 and not values <= class_values:
+                report.warning(
+                    "unexpected_mask_values",
+                    mask_file,
+                    f"values {sorted(values)[:8]}; expected class values 0..{num_classes}",
+                )
+            elif num_classes == 1 and not (values <= {0, 1} or values <= {0, 255}):
                 report.warning(
                     "unexpected_mask_values",
                     mask_file,

@@ -19,6 +19,11 @@ ground truth empty     0      0      0          0 (0/0) 0      image diagonal
 
 The image diagonal (``sqrt(sum(size_d ** 2))`` pixels) is the largest distance two pixels of the
 image can have, a finite worst case that keeps means and t-tests finite.
+
+Several classes (``num_classes`` = N ≥ 2, label maps ``0 .. N``): :func:`per_class_metrics`
+one-hot encodes prediction and ground truth, drops the background and scores every foreground
+class with the same convention; the CSV then holds ``<metric>_class<c>`` for c = 1 .. N and the
+plain ``<metric>`` columns hold the mean over the N classes (:func:`csv_columns`).
 """
 
 from __future__ import annotations
@@ -51,10 +56,30 @@ else:
     Engine, _ = optional_import("ignite.engine", "0.4.11", min_version, "Engine")
     Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 
-__all__ = ["METRIC_NAMES", "CSV_COLUMNS", "per_image_metrics", "PerImageMetricsSaver"]
+__all__ = [
+    "METRIC_NAMES",
+    "CSV_COLUMNS",
+    "csv_columns",
+    "per_class_metrics",
+    "per_image_metrics",
+    "PerImageMetricsSaver",
+]
 
 METRIC_NAMES = ("dice", "iou", "precision", "recall", "f1", "hd95")
 CSV_COLUMNS = ("case", *METRIC_NAMES, "empty_gt", "empty_pred")
+_EMPTY_FLAGS = ("empty_gt", "empty_pred")
+
+
+def csv_columns(num_classes: int = 1) -> tuple[str, ...]:
+    """The per-image CSV columns: :data:`CSV_COLUMNS` for one class; for N ≥ 2 classes the same
+    columns (class means; ``empty_*`` = 1 when every class is empty) followed by
+    ``dice_class1, iou_class1, …, empty_pred_class1, dice_class2, …`` for c = 1 .. N."""
+    if num_classes == 1:
+        return CSV_COLUMNS
+    per_class = [
+        f"{name}_class{c}" for c in range(1, num_classes + 1) for name in (*METRIC_NAMES, *_EMPTY_FLAGS)
+    ]
+    return (*CSV_COLUMNS, *per_class)
 
 
 def _check_binary(name: str, tensor: torch.Tensor) -> None:
@@ -134,6 +159,43 @@ def per_image_metrics(pred: torch.Tensor, label: torch.Tensor) -> dict[str, torc
     }
 
 
+def _label_index(labels: torch.Tensor, num_classes: int, name: str) -> torch.Tensor:
+    values = convert_to_tensor(labels, track_meta=False)
+    bad = (values != values.round()) | (values < 0) | (values > num_classes)
+    if bool(bad.any()):
+        shown = torch.unique(values[bad])[:8].tolist()
+        raise ValueError(f"{name} holds values {shown} that are not class indices 0..{num_classes}.")
+    return values.long()
+
+
+def per_class_metrics(pred: torch.Tensor, label: torch.Tensor, num_classes: int) -> dict[str, torch.Tensor]:
+    """:func:`per_image_metrics` of every foreground class of label maps.
+
+    Args:
+        pred: predicted label map ``B×1×H×W`` (or ``B×1×D×H×W``), values ``0 .. num_classes``
+            (e.g. the argmax of the N + 1 logit channels).
+        label: ground-truth label map of the same shape and values.
+        num_classes: N ≥ 1 foreground classes; class 0 (background) is not scored.
+
+    Returns:
+        The keys of :func:`per_image_metrics`, each ``B×N`` (column ``c - 1`` is class c), from
+        the one-hot encodings without the background channel (MONAI's ``include_background=False``).
+
+    Raises:
+        ValueError: shapes that are not ``B×1×spatial`` or differ, or values outside ``0 .. N``.
+    """
+    if pred.shape != label.shape or pred.ndim < 3 or pred.shape[1] != 1:
+        raise ValueError(
+            f"pred and label must both be label maps B×1×spatial with the same shape, got {tuple(pred.shape)} "
+            f"and {tuple(label.shape)}."
+        )
+    classes = torch.arange(1, num_classes + 1).view(1, -1, *([1] * (pred.ndim - 2)))
+    pred_index = _label_index(pred, num_classes, "pred")
+    label_index = _label_index(label, num_classes, "label").to(pred_index.device)
+    classes = classes.to(pred_index.device)
+    return per_image_metrics((pred_index == classes).float(), (label_index == classes).float())
+
+
 def _case_name(item: dict[str, Any], keys: Sequence[str], name_key: str) -> str | None:
     """Basename of ``name_key`` from the first tensor meta data (or ``<key>_meta_dict``) holding it."""
     for key in keys:
@@ -161,6 +223,13 @@ class PerImageMetricsSaver:
     ``image`` (MetaTensor ``.meta`` or ``<key>_meta_dict``), or the image's running index when
     none is found.
 
+    Several classes (``num_classes`` = N ≥ 2): ``label`` is a ``1×H×W`` label map (values
+    ``0 .. N``) and ``pred`` either the ``(N+1)×H×W`` logits/probabilities (argmax is taken;
+    ``sigmoid`` and ``threshold`` are not used) or an already post-processed ``1×H×W`` label map.
+    Every foreground class is scored with :func:`per_class_metrics`; the columns are
+    :func:`csv_columns` (``dice_class1 …`` plus the class means under the plain names) and
+    ``engine.state.metrics`` also gets ``per_image_mean_<metric>_class<c>``.
+
     Args:
         output_dir: folder of the CSV file (created if needed).
         filename: CSV file name.
@@ -171,6 +240,7 @@ class PerImageMetricsSaver:
         pred_key: key of the prediction, C×H×W with C = 1.
         label_key: key of the binary ground truth, 1×H×W.
         image_key: key of the input image, also searched for the name.
+        num_classes: N foreground classes; 1 (default) is the binary behaviour described above.
     """
 
     def __init__(
@@ -184,7 +254,11 @@ class PerImageMetricsSaver:
         pred_key: str = "pred",
         label_key: str = "label",
         image_key: str = "image",
+        num_classes: int = 1,
     ) -> None:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}.")
+        self.num_classes = num_classes
         self.output_dir = Path(output_dir)
         self.filename = filename
         self.output_transform = output_transform
@@ -216,6 +290,10 @@ class PerImageMetricsSaver:
         for item in output:
             pred = torch.as_tensor(item[self.pred_key]).detach().float()
             label = torch.as_tensor(item[self.label_key]).detach().float()
+            name = _case_name(item, (self.pred_key, self.label_key, self.image_key), self.name_key)
+            if self.num_classes > 1:
+                self.records.append(self._multiclass_record(pred, label, name))
+                continue
             if pred.ndim < 2 or pred.shape[0] != 1 or label.shape != pred.shape:
                 raise ValueError(
                     f"PerImageMetricsSaver expects '{self.pred_key}' and '{self.label_key}' shaped 1×H×W, got "
@@ -225,11 +303,32 @@ class PerImageMetricsSaver:
                 pred = torch.sigmoid(pred)
             binary = (pred >= self.threshold).float()
             values = per_image_metrics(binary[None], (label > 0).float()[None].to(binary.device))
-            name = _case_name(item, (self.pred_key, self.label_key, self.image_key), self.name_key)
             record: dict[str, Any] = {"case": name if name is not None else str(len(self.records))}
             record.update({k: float(values[k][0, 0]) for k in METRIC_NAMES})
             record.update({k: int(values[k][0, 0]) for k in ("empty_gt", "empty_pred")})
             self.records.append(record)
+
+    def _multiclass_record(self, pred: torch.Tensor, label: torch.Tensor, name: str | None) -> dict[str, Any]:
+        n = self.num_classes
+        if pred.ndim < 3 or pred.shape[0] not in (1, n + 1) or label.shape != (1, *pred.shape[1:]):
+            raise ValueError(
+                f"PerImageMetricsSaver(num_classes={n}) expects '{self.pred_key}' shaped {n + 1}×H×W (logits) or "
+                f"1×H×W (label map) and '{self.label_key}' 1×H×W, got {tuple(pred.shape)} and {tuple(label.shape)}."
+            )
+        if pred.shape[0] == n + 1:
+            pred = torch.argmax(pred, dim=0, keepdim=True).float()
+        case = name if name is not None else str(len(self.records))
+        try:
+            values = per_class_metrics(pred[None], label[None].to(pred.device), n)
+        except ValueError as err:
+            raise ValueError(f"{case}: {err}") from err
+        record: dict[str, Any] = {"case": case}
+        record.update({k: float(values[k][0].mean()) for k in METRIC_NAMES})
+        record.update({k: int(bool(values[k][0].all())) for k in _EMPTY_FLAGS})
+        for c in range(1, n + 1):
+            record.update({f"{k}_class{c}": float(values[k][0, c - 1]) for k in METRIC_NAMES})
+            record.update({f"{k}_class{c}": int(values[k][0, c - 1]) for k in _EMPTY_FLAGS})
+        return record
 
     def _finalize(self, engine: Engine) -> None:
         # Under torchrun each rank scored its shard: every rank gets all rows, rank 0 writes them.
@@ -237,13 +336,16 @@ class PerImageMetricsSaver:
         if not self.records:
             return
         count = len(self.records)
-        for name in METRIC_NAMES:
+        names = list(METRIC_NAMES)
+        if self.num_classes > 1:
+            names += [f"{m}_class{c}" for c in range(1, self.num_classes + 1) for m in METRIC_NAMES]
+        for name in names:
             engine.state.metrics[f"per_image_mean_{name}"] = sum(r[name] for r in self.records) / count
         if idist.get_rank() != 0:
             return
         self.output_dir.mkdir(parents=True, exist_ok=True)
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(buffer, fieldnames=csv_columns(self.num_classes), lineterminator="\n")
         writer.writeheader()
         for record in self.records:
             writer.writerow({k: format(v, ".10g") if isinstance(v, float) else v for k, v in record.items()})

@@ -7,7 +7,8 @@ source's Patient, Study and Frame of Reference, so a PACS files it next to the i
 What goes into a SEG:
 
 * one segment, described by a label and coded category and type (``segment``; defaults
-  :data:`DEFAULT_SEGMENT`, SNOMED CT "Tissue"), algorithm type AUTOMATIC;
+  :data:`DEFAULT_SEGMENT`, SNOMED CT "Tissue"), algorithm type AUTOMATIC; or, for a label map
+  of N classes, N segments described by the list ``segments`` (segment k = label value k);
 * the algorithm identification: name, version and family (DCM "Artificial Intelligence"),
   with the checkpoint's SHA-256 as an algorithm parameter;
 * for projection images and other sources without a plane position (DX, CR, US, SC, XA): pixel
@@ -55,6 +56,7 @@ __all__ = [
     "position_order",
     "read_dicom_headers",
     "sanitize_source",
+    "segment_descriptions",
     "write_dicom_seg",
 ]
 
@@ -210,6 +212,51 @@ def _has_plane_position(ds: Dataset) -> bool:
     return any("PlanePositionSequence" in g for g in list(groups)[:1] + list(shared))
 
 
+def _segment_description(
+    number: int, described: Mapping[str, Any], algorithm: hd.AlgorithmIdentificationSequence
+) -> hd.seg.SegmentDescription:
+    return hd.seg.SegmentDescription(
+        segment_number=number,
+        segment_label=str(described["label"]),
+        segmented_property_category=coded_concept(described["category"]),
+        segmented_property_type=coded_concept(described["type"]),
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=algorithm,
+    )
+
+
+def segment_descriptions(segments: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Complete and check a model card's ``segments`` list (one entry per class 1 .. N).
+
+    Each entry is ``{"label": str, "category": code, "type": code}`` (codes as for
+    :func:`coded_concept`); a missing ``category``/``type`` comes from :data:`DEFAULT_SEGMENT`,
+    a missing ``label`` becomes ``"Class k"``.
+
+    Raises:
+        ValueError: an empty list, an entry that is not a mapping, unknown keys, repeated labels or
+            malformed codes.
+    """
+    if isinstance(segments, (str, bytes, Mapping)) or not isinstance(segments, Sequence) or not segments:
+        raise ValueError(f"segments must be a non-empty list of {{label, category, type}}, got {segments!r}")
+    completed = []
+    for k, entry in enumerate(segments, start=1):
+        if not isinstance(entry, Mapping):
+            raise ValueError(f"segments[{k - 1}] must be a mapping {{label, category, type}}, got {entry!r}")
+        unknown = set(entry) - set(DEFAULT_SEGMENT)
+        if unknown:
+            raise ValueError(
+                f"segments[{k - 1}] has unknown keys {sorted(unknown)}; expected label, category, type"
+            )
+        described = {**DEFAULT_SEGMENT, "label": f"Class {k}", **entry}
+        for key in ("category", "type"):  # fail early on a malformed code
+            coded_concept(described[key])
+        completed.append(described)
+    labels = [str(d["label"]) for d in completed]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"segment labels must differ from each other, got {labels}")
+    return completed
+
+
 def _package_version() -> str:
     try:
         return metadata.version("litenext-monai")
@@ -223,6 +270,7 @@ def write_dicom_seg(
     output_path: str | os.PathLike,
     *,
     segment: Mapping[str, Any] | None = None,
+    segments: Sequence[Mapping[str, Any]] | None = None,
     algorithm_name: str = "LiteNeXt",
     algorithm_version: str | None = None,
     checkpoint_sha256: str | None = None,
@@ -241,6 +289,9 @@ def write_dicom_seg(
         segment: ``{"label": str, "category": code, "type": code}`` where a code is
             ``[scheme, value, meaning]`` or a keyword of :data:`pydicom.sr.codedict.codes`;
             missing keys come from :data:`DEFAULT_SEGMENT`.
+        segments: several classes: one description per class (see :func:`segment_descriptions`);
+            ``masks`` are then label maps whose value k (1 .. ``len(segments)``) is segment k and 0
+            the background. Exclusive with ``segment``.
         algorithm_name: Algorithm Name of the segment's algorithm identification.
         algorithm_version: Algorithm Version; default: the installed ``litenext-monai`` version.
         checkpoint_sha256: recorded as the algorithm parameter ``checkpoint_sha256`` when given.
@@ -291,7 +342,22 @@ def write_dicom_seg(
             logger.warning(message)
         clean.append(fixed)
 
-    described = {**DEFAULT_SEGMENT, **(segment or {})}
+    if segments is not None and segment is not None:
+        raise ValueError("give either segment (one class) or segments (several classes), not both")
+    if segments is not None:
+        described_list = segment_descriptions(segments)
+        if not np.issubdtype(frames.dtype, np.integer):
+            if not np.array_equal(frames, np.round(frames)):
+                raise ValueError(f"{_name(datasets[0])}: a label map must hold integer class values")
+        if frames.size and (frames.min() < 0 or frames.max() > len(described_list)):
+            raise ValueError(
+                f"{_name(datasets[0])}: label map values {sorted(np.unique(frames).tolist())[:8]} outside "
+                f"0..{len(described_list)} ({len(described_list)} segments described)"
+            )
+        pixel_array = frames.astype(np.uint8 if len(described_list) < 256 else np.uint16)
+    else:
+        described_list = [{**DEFAULT_SEGMENT, **(segment or {})}]
+        pixel_array = frames != 0
     version = algorithm_version or _package_version()
     algorithm = hd.AlgorithmIdentificationSequence(
         name=algorithm_name,
@@ -299,14 +365,9 @@ def write_dicom_seg(
         version=version,
         parameters={"checkpoint_sha256": checkpoint_sha256} if checkpoint_sha256 else None,
     )
-    description = hd.seg.SegmentDescription(
-        segment_number=1,
-        segment_label=str(described["label"]),
-        segmented_property_category=coded_concept(described["category"]),
-        segmented_property_type=coded_concept(described["type"]),
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-        algorithm_identification=algorithm,
-    )
+    descriptions = [
+        _segment_description(k, described, algorithm) for k, described in enumerate(described_list, start=1)
+    ]
     projection = not _has_plane_position(clean[0])
     try:
         source_number = int(clean[0].get("SeriesNumber") or 0)
@@ -318,9 +379,9 @@ def write_dicom_seg(
         try:
             seg = hd.seg.Segmentation(
                 source_images=clean,
-                pixel_array=frames != 0,
+                pixel_array=pixel_array,
                 segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-                segment_descriptions=[description],
+                segment_descriptions=descriptions,
                 series_instance_uid=generate_uid(),
                 series_number=series_number if series_number is not None else source_number % 100000 + 1000,
                 sop_instance_uid=generate_uid(),

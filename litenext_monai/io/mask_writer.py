@@ -2,11 +2,12 @@
 
 Output formats (``output_format``):
 
-* ``png``: an 8-bit PNG (0/255);
-* ``nifti``: a NIfTI (0/1, uint8) with the input's affine (and header, for NIfTI inputs; the
-  DICOM affine for DICOM inputs, identity for raster inputs);
-* ``dicom-seg``: a BINARY DICOM SEG (:mod:`litenext_monai.io.dicom_seg`); the slices of a DICOM
-  series are collected and written as one multi-frame SEG when the last one arrives;
+* ``png``: an 8-bit PNG (0/255; label maps of N ≥ 2 classes: the class values 0 .. N);
+* ``nifti``: a NIfTI (0/1, or 0 .. N for label maps, uint8) with the input's affine (and header,
+  for NIfTI inputs; the DICOM affine for DICOM inputs, identity for raster inputs);
+* ``dicom-seg``: a BINARY DICOM SEG (:mod:`litenext_monai.io.dicom_seg`), one segment per class;
+  the slices of a DICOM series are collected and written as one multi-frame SEG when the last
+  one arrives;
 * ``auto``: ``dicom-seg`` for DICOM inputs, ``nifti`` for NIfTI inputs, ``png`` otherwise.
 
 The mask must already have the input's ``H×W`` (invert any resizing first, e.g. with
@@ -27,8 +28,9 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
+from PIL import Image
 
-from .atomic import remove_stale_temporaries
+from .atomic import atomic_write, remove_stale_temporaries
 from .dicom import is_dicom
 from .image2d import is_image_2d, write_image_png, write_mask_png
 from .nifti import is_nifti, write_nifti
@@ -42,6 +44,8 @@ __all__ = [
     "mask_output_path",
     "output_format_for",
     "overlay_rgb",
+    "to_label_map",
+    "write_label_map_png",
     "write_mask_like",
 ]
 
@@ -52,15 +56,56 @@ OUTPUT_SUFFIXES = {"png": "_mask.png", "nifti": "_mask.nii.gz", "dicom-seg": "_s
 
 logger = logging.getLogger(__name__)
 
+# Overlay colours of classes 1, 2, …: red, then distinguishable hues (cycled for many classes).
+_CLASS_COLOURS = np.array(
+    [[1.0, 0.0, 0.0], [0.0, 0.45, 1.0], [1.0, 0.85, 0.0], [1.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 0.5, 0.0]],
+    dtype=np.float32,
+)
+
+
+def to_label_map(mask: np.ndarray, num_classes: int, name: str | os.PathLike = "mask") -> np.ndarray:
+    """A label map as ``uint8`` values ``0 .. num_classes``, after checking them.
+
+    Args:
+        mask: ``H×W`` (or ``1×H×W``, or ``F×H×W`` frames) array of class indices (any numeric dtype).
+        num_classes: N, the largest allowed value (at most 255).
+        name: what the error message calls the mask (e.g. the input file).
+
+    Raises:
+        ValueError: values that are not integers in ``0 .. N``, or N outside ``1 .. 255``.
+    """
+    if not 1 <= num_classes <= 255:
+        raise ValueError(f"num_classes must be in 1..255 for a uint8 label map, got {num_classes}")
+    data = np.asarray(mask)
+    bad = (data < 0) | (data > num_classes)
+    if np.issubdtype(data.dtype, np.floating):
+        bad |= data != np.round(data)
+    if bad.any():
+        raise ValueError(
+            f"{name}: label map values {np.unique(data[bad])[:8].tolist()} are not class indices 0..{num_classes}"
+        )
+    return data.astype(np.uint8)
+
+
+def write_label_map_png(labels: np.ndarray, path: str | os.PathLike) -> Path:
+    """Write an ``H×W`` ``uint8`` label map (values are the class indices, not scaled) as PNG, atomically."""
+    data = np.ascontiguousarray(labels)
+    if data.ndim != 2 or data.dtype != np.uint8:
+        raise ValueError(f"{path}: a label map must be uint8 H×W, got {data.dtype} {data.shape}")
+    return atomic_write(path, lambda tmp: Image.fromarray(data).save(tmp, format="PNG", compress_level=1))
+
 
 def overlay_rgb(
     image: np.ndarray, pred: np.ndarray, label: np.ndarray | None = None, alpha: float = 0.45
 ) -> np.ndarray:
     """Blend masks onto an image: prediction tinted red, ground-truth boundary drawn green.
 
+    A label map prediction (values ``0 .. N``) gets one tint per class: 1 red, 2 blue, 3 yellow,
+    4 magenta, 5 cyan, 6 orange, then cycling.
+
     Args:
         image: ``C×H×W`` (C = 1 or 3) or ``H×W`` float image in [0, 1].
-        pred: ``H×W`` binary prediction.
+        pred: ``H×W`` binary prediction or label map.
         label: optional ``H×W`` binary ground truth.
         alpha: opacity of the red tint.
 
@@ -73,8 +118,12 @@ def overlay_rgb(
     else:
         img = np.repeat(img[..., None], 3, axis=-1)
     rgb = np.clip(img, 0.0, 1.0)
-    mask = np.asarray(pred) > 0
-    rgb[mask] = (1 - alpha) * rgb[mask] + alpha * np.array([1.0, 0.0, 0.0], dtype=np.float32)
+    values = np.asarray(pred)
+    mask = values > 0
+    # any positive value of a binary prediction is class 1 (red), as before label maps existed
+    classes = np.maximum(np.rint(values[mask]).astype(np.int64), 1)
+    colours = _CLASS_COLOURS[(classes - 1) % len(_CLASS_COLOURS)]
+    rgb[mask] = (1 - alpha) * rgb[mask] + alpha * colours
     if label is not None:
         lab = np.asarray(label) > 0
         padded = np.pad(lab, 1, mode="edge")
@@ -131,11 +180,13 @@ def write_mask_like(
     modality: str = "rgb",
     output_format: str | None = None,
     output_path: str | os.PathLike | None = None,
+    num_classes: int = 1,
 ) -> Path:
-    """Write a binary ``H×W`` mask for the input file ``reference``, matching its size and geometry.
+    """Write a binary ``H×W`` mask (or label map) for the input file ``reference``, matching its geometry.
 
     Args:
-        mask: ``H×W`` (or ``1×H×W``) array; non-zero is foreground.
+        mask: ``H×W`` (or ``1×H×W``) array; non-zero is foreground (``num_classes`` = 1), or class
+            indices ``0 .. N`` (``num_classes`` = N ≥ 2), written unscaled as uint8.
         reference: the input image the mask belongs to (read for its size, affine and overlay).
         output_dir: folder of the mask.
         postfix: appended to the input's stem.
@@ -143,17 +194,19 @@ def write_mask_like(
         modality: intensity normalisation used to display the input in the overlay.
         output_format: ``"png"`` or ``"nifti"``; default: NIfTI for NIfTI inputs, PNG otherwise.
         output_path: the mask file; default :func:`mask_output_path`.
+        num_classes: N foreground classes; 1 (default) writes a binary mask.
 
     Returns:
         The mask path.
 
     Raises:
-        ValueError: the mask's ``H×W`` differs from the input's.
+        ValueError: the mask's ``H×W`` differs from the input's, or a label map holds values
+            outside ``0 .. N`` (both messages name the input file).
     """
     data = np.asarray(mask)
     if data.ndim == 3 and data.shape[0] == 1:
         data = data[0]
-    binary = (data != 0).astype(np.uint8)
+    binary = (data != 0).astype(np.uint8) if num_classes == 1 else to_label_map(data, num_classes, reference)
     image, meta = read_image(reference)
     if tuple(binary.shape) != tuple(meta["spatial_shape"]):
         raise ValueError(
@@ -174,8 +227,10 @@ def write_mask_like(
         write_nifti(binary, meta["affine"], target, header=header)
     elif fmt == "nifti":
         write_nifti(binary, meta.get("affine"), target)
-    else:
+    elif num_classes == 1:
         write_mask_png(binary, target)
+    else:
+        write_label_map_png(binary, target)
     if overlay_dir is not None:
         shown = normalize_intensity(image, modality, value_range=meta.get("value_range"))
         shown = np.moveaxis(to_channels(shown, None), -1, 0)
@@ -208,8 +263,14 @@ class SaveMask2Dd(MapTransform):
         failures: a :class:`~litenext_monai.engines.FailureReport` (anything with ``add(input,
             reason)`` and ``add_finalizer(callable)``); unfinished series are reported through it.
         seg_metadata: keyword arguments of :func:`~litenext_monai.io.dicom_seg.write_dicom_seg`
-            (``segment``, ``algorithm_name``, ``algorithm_version``, ``checkpoint_sha256``).
+            (``segment``, ``segments``, ``algorithm_name``, ``algorithm_version``,
+            ``checkpoint_sha256``).
         allow_missing_keys: do not raise when a key is missing.
+        num_classes: N foreground classes. 1 (default): binary masks. N ≥ 2: ``keys`` hold label
+            maps ``1×H×W`` (values ``0 .. N``, e.g. from
+            :func:`~litenext_monai.inferers.logits_to_mask`), written as PNG/NIfTI label maps and
+            as a SEG with one segment per class; ``seg_metadata["segments"]`` (N entries) describes
+            them, default ``"Class 1" … "Class N"`` with the default category and type.
     """
 
     def __init__(
@@ -224,10 +285,14 @@ class SaveMask2Dd(MapTransform):
         failures: object | None = None,
         seg_metadata: Mapping[str, object] | None = None,
         allow_missing_keys: bool = False,
+        num_classes: int = 1,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         if output_format not in OUTPUT_FORMATS:
             raise ValueError(f"unknown output_format {output_format!r}; expected one of {OUTPUT_FORMATS}")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or not 1 <= num_classes <= 255:
+            raise ValueError(f"num_classes must be an integer in 1..255, got {num_classes!r}")
+        self.num_classes = num_classes
         self.output_dir = output_dir
         self.postfix = postfix
         self.overlay_dir = overlay_dir
@@ -236,6 +301,21 @@ class SaveMask2Dd(MapTransform):
         self.output_format = output_format
         self.failures = failures
         self.seg_metadata = dict(seg_metadata or {})
+        if num_classes > 1:
+            from .dicom_seg import segment_descriptions
+
+            if self.seg_metadata.get("segment") is not None:
+                raise ValueError("num_classes >= 2 takes seg_metadata['segments'] (a list), not 'segment'")
+            self.seg_metadata.pop("segment", None)
+            segments = self.seg_metadata.get("segments") or [{} for _ in range(num_classes)]
+            segments = segment_descriptions(segments)
+            if len(segments) != num_classes:
+                raise ValueError(
+                    f"seg_metadata['segments'] describes {len(segments)} classes, not {num_classes}"
+                )
+            self.seg_metadata["segments"] = segments
+        elif self.seg_metadata.get("segments") is not None:
+            raise ValueError("seg_metadata['segments'] needs num_classes >= 2 (one segment per class)")
         self._series: dict[str, dict[int, tuple[str, np.ndarray]]] = {}
         self._series_info: dict[str, tuple[int, str]] = {}
         for folder in (output_dir, overlay_dir):
@@ -266,7 +346,10 @@ class SaveMask2Dd(MapTransform):
         index = int(torch.as_tensor(d.get("series_index", 0)))
         size = int(torch.as_tensor(d.get("series_size", 1)))
         slices = self._series.setdefault(series, {})
-        slices[index] = (source, mask[0] if mask.ndim == 3 else mask)
+        frame = mask[0] if mask.ndim == 3 else mask
+        if self.num_classes > 1:
+            frame = to_label_map(frame, self.num_classes, source)
+        slices[index] = (source, frame)
         self._series_info[series] = (size, name)
         if len(slices) < size:
             return None
@@ -323,6 +406,7 @@ class SaveMask2Dd(MapTransform):
                             self.modality,
                             output_format=fmt,
                             output_path=target,
+                            num_classes=self.num_classes,
                         )
                     )
             except (OSError, ValueError) as err:

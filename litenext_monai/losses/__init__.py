@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from litenext_monai.losses.combined import DEFAULT_FOCAL_GAMMA, SUPERVISED_KINDS, LiteNeXtLoss
+from litenext_monai.losses.combined import (
+    DEFAULT_FOCAL_GAMMA,
+    MULTICLASS_SUPERVISED_KINDS,
+    SUPERVISED_KINDS,
+    LiteNeXtLoss,
+)
 from litenext_monai.losses.dice import DEFAULT_DICE_SMOOTH, SoftDiceLoss
 from litenext_monai.losses.marginal_weight import (
     DEFAULT_KERNEL_SIZE,
@@ -10,7 +15,10 @@ from litenext_monai.losses.marginal_weight import (
     DEFAULT_W_MARGIN,
     DEFAULT_W_OBJECT,
     MarginalWeightLoss,
+    SoftmaxMarginalWeightLoss,
+    check_label_map,
     marginal_weight_map,
+    multiclass_marginal_weight_map,
 )
 from litenext_monai.losses.serp import DEFAULT_SERP_EPS, SeRPLoss
 from litenext_monai.losses.weighted_sum import WeightedSumLoss
@@ -23,11 +31,15 @@ __all__ = [
     "DEFAULT_W_BACKGROUND",
     "DEFAULT_W_MARGIN",
     "DEFAULT_W_OBJECT",
+    "MULTICLASS_SUPERVISED_KINDS",
     "SUPERVISED_KINDS",
     "LiteNeXtLoss",
     "MarginalWeightLoss",
     "SeRPLoss",
     "SoftDiceLoss",
+    "SoftmaxMarginalWeightLoss",
     "WeightedSumLoss",
+    "check_label_map",
     "marginal_weight_map",
+    "multiclass_marginal_weight_map",
 ]

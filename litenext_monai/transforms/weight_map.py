@@ -16,6 +16,7 @@ from litenext_monai.losses.marginal_weight import (
     DEFAULT_W_MARGIN,
     DEFAULT_W_OBJECT,
     marginal_weight_map,
+    multiclass_marginal_weight_map,
 )
 
 __all__ = ["MarginalWeightMap", "MarginalWeightMapd"]
@@ -27,11 +28,17 @@ class MarginalWeightMap(Transform):
     See :func:`litenext_monai.losses.marginal_weight_map` for the definition (exact erosion,
     background outside the image). The mask is binarised at 0.5; each channel is independent.
 
+    With ``num_classes`` = N ≥ 2 the input is a label map ``1×H×W`` (values ``0 .. N``) and the
+    output stacks the one-vs-rest maps of classes 1 .. N as channels, ``N×H×W``
+    (:func:`litenext_monai.losses.multiclass_marginal_weight_map`), which is what
+    :class:`~litenext_monai.losses.SoftmaxMarginalWeightLoss` takes.
+
     Args:
         kernel_size: odd side k of the square structuring element, in pixels.
         w_margin: weight w_m of the boundary band.
         w_object: weight w_o of the object interior.
         w_background: weight w_b of the far background.
+        num_classes: N foreground classes; 1 (default) treats the input as binary mask channels.
     """
 
     def __init__(
@@ -40,24 +47,49 @@ class MarginalWeightMap(Transform):
         w_margin: float = DEFAULT_W_MARGIN,
         w_object: float = DEFAULT_W_OBJECT,
         w_background: float = DEFAULT_W_BACKGROUND,
+        num_classes: int = 1,
     ) -> None:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}.")
+        self.num_classes = num_classes
         self.kernel_size = kernel_size
         self.w_margin = w_margin
         self.w_object = w_object
         self.w_background = w_background
 
     def __call__(self, mask: NdarrayOrTensor) -> NdarrayOrTensor:
-        """Return the float32 weight map ``C×H×W`` of ``mask`` (``C×H×W``) in the input's type.
+        """Return the float32 weight map in the input's type.
+
+        ``C×H×W`` for a binary ``C×H×W`` mask; ``N×H×W`` for a ``1×H×W`` label map when
+        ``num_classes`` = N ≥ 2.
 
         Raises:
-            ValueError: if ``mask`` is not 3-D.
+            ValueError: if ``mask`` is not 3-D, or (N ≥ 2) not one channel or holding values outside
+                ``0 .. N`` (the message names the mask's file when its meta data has one).
         """
         if mask.ndim != 3:
             raise ValueError(f"mask must have shape C×H×W, got shape {tuple(mask.shape)}.")
         tensor = convert_to_tensor(mask, dtype=torch.float32, track_meta=False)
-        weight = marginal_weight_map(
-            tensor[None], self.kernel_size, self.w_margin, self.w_object, self.w_background
-        )[0]
+        if self.num_classes == 1:
+            weight = marginal_weight_map(
+                tensor[None], self.kernel_size, self.w_margin, self.w_object, self.w_background
+            )[0]
+        else:
+            meta = getattr(mask, "meta", None) or {}
+            name = str(meta.get("filename_or_obj") or "label map")
+            if mask.shape[0] != 1:
+                raise ValueError(f"{name}: a label map must have shape 1×H×W, got {tuple(mask.shape)}.")
+            try:
+                weight = multiclass_marginal_weight_map(
+                    tensor[None],
+                    self.num_classes,
+                    self.kernel_size,
+                    self.w_margin,
+                    self.w_object,
+                    self.w_background,
+                )[0]
+            except ValueError as err:
+                raise ValueError(f"{name}: {err}") from err
         dtype = np.float32 if isinstance(mask, np.ndarray) else torch.float32
         return convert_to_dst_type(weight, dst=mask, dtype=dtype)[0]
 
@@ -77,6 +109,8 @@ class MarginalWeightMapd(MapTransform):
         w_object: weight w_o of the object interior.
         w_background: weight w_b of the far background.
         allow_missing_keys: do not raise when a key is missing.
+        num_classes: N foreground classes; N ≥ 2 turns each ``1×H×W`` label map into ``N×H×W``
+            per-class maps (see :class:`MarginalWeightMap`).
     """
 
     def __init__(
@@ -88,10 +122,11 @@ class MarginalWeightMapd(MapTransform):
         w_object: float = DEFAULT_W_OBJECT,
         w_background: float = DEFAULT_W_BACKGROUND,
         allow_missing_keys: bool = False,
+        num_classes: int = 1,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.output_key_postfix = output_key_postfix
-        self.converter = MarginalWeightMap(kernel_size, w_margin, w_object, w_background)
+        self.converter = MarginalWeightMap(kernel_size, w_margin, w_object, w_background, num_classes)
 
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
         d = dict(data)

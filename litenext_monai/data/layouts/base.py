@@ -46,8 +46,10 @@ class Case:
         mask_files: the source mask files, for reports.
         patient: grouping key for the split (defaults to ``case_id``).
         subset: ``"train"``/``"test"`` when the release publishes a split.
-        mask_kind: ``"binary"``, ``"instance"`` or ``"lossy"`` (see
-            :func:`~litenext_monai.data.validation.check_mask_values`).
+        mask_kind: ``"binary"``, ``"instance"``, ``"lossy"`` or ``"labels"`` (see
+            :func:`~litenext_monai.data.validation.check_mask_values`); ``"labels"`` masks are
+            class label maps ``0 .. num_classes``, stored as they are instead of binarised.
+        num_classes: number of foreground classes of a ``"labels"`` mask (1 for binary masks).
         extra: additional datalist fields (e.g. ``source``, ``slice_index``).
     """
 
@@ -60,6 +62,7 @@ class Case:
     subset: str | None = None
     mask_kind: str = "binary"
     extra: dict = field(default_factory=dict)
+    num_classes: int = 1
 
 
 @dataclass(frozen=True)

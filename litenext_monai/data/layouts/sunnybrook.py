@@ -4,6 +4,12 @@ Each ``IM-SSSS-NNNN-icontour-manual.txt`` (endocardium) or ``…-ocontour-manual
 lists ``x y`` pixel coordinates of one closed contour on image ``NNNN`` of the patient's cine
 short-axis series; the contour is filled into a binary mask (pixel centres inside the polygon).
 Two layouts give the two binary tasks of the paper: ``sunnybrook_endo`` and ``sunnybrook_epi``.
+
+With the option ``multiclass=True`` (either layout; ``--multiclass`` on the command line) both
+contours of an image are read into one label map: LV cavity (inside the endocardium) = 1,
+myocardium (inside the epicardium, outside the endocardium) = 2, background = 0. Only images with
+both contours are kept; an image with one of them is reported (``missing_contour``) and skipped,
+because its other class would be silently labelled background.
 """
 
 from __future__ import annotations
@@ -19,7 +25,17 @@ from litenext_monai.io import read_dicom
 from ..validation import ValidationReport
 from .base import Case, Layout
 
-__all__ = ["SUNNYBROOK_ENDO", "SUNNYBROOK_EPI", "rasterize_contour", "normalize_patient"]
+__all__ = [
+    "MULTICLASS_LABELS",
+    "SUNNYBROOK_ENDO",
+    "SUNNYBROOK_EPI",
+    "lv_label_map",
+    "rasterize_contour",
+    "normalize_patient",
+]
+
+#: Class values of the multi-class reading (index = stored value).
+MULTICLASS_LABELS = ("background", "left ventricle cavity", "myocardium")
 
 _CONTOUR = re.compile(r"^IM-(\d{4})-(\d{4})-([io])contour-manual\.txt$", re.IGNORECASE)
 _DICOM = re.compile(r"^IM-(\d{4})-(\d{4})\.dcm$", re.IGNORECASE)
@@ -48,6 +64,16 @@ def rasterize_contour(path: Path, shape: tuple[int, int]) -> np.ndarray:
     return mask
 
 
+def lv_label_map(endo: np.ndarray, epi: np.ndarray) -> np.ndarray:
+    """Label map of one slice from its filled contours: cavity (endo) = 1, myocardium (epi \\ endo) = 2.
+
+    A cavity pixel outside the epicardium (a contouring inconsistency) stays cavity.
+    """
+    labels = np.where(np.asarray(epi) != 0, 2, 0).astype(np.uint8)
+    labels[np.asarray(endo) != 0] = 1
+    return labels
+
+
 def _image_index(raw_dir: Path) -> dict[str, dict[str, dict[int, Path]]]:
     """patient → series → image number → DICOM file, from every ``IM-SSSS-NNNN.dcm`` under ``raw_dir``."""
     index: dict[str, dict[str, dict[int, Path]]] = {}
@@ -68,7 +94,17 @@ def _contour_loader(image: Path, contour: Path):
     return load
 
 
-def _discover(raw_dir: Path, report: ValidationReport, kind: str) -> list[Case]:
+def _lv_loader(image: Path, endo: Path, epi: Path):
+    def load() -> list[np.ndarray]:
+        array, _ = read_dicom(image)
+        shape = array.shape[:2]
+        return [lv_label_map(rasterize_contour(endo, shape), rasterize_contour(epi, shape))]
+
+    return load
+
+
+def _contour_files(raw_dir: Path, kind: str) -> tuple[dict[str, dict[int, Path]], dict[str, str]]:
+    """patient → image number → contour file of ``kind`` (``"i"``/``"o"``), and patient → folder name."""
     contours: dict[str, dict[int, Path]] = {}
     folders: dict[str, str] = {}
     for path in sorted(raw_dir.rglob(f"*-{kind}contour-manual.txt")):
@@ -80,6 +116,23 @@ def _discover(raw_dir: Path, report: ValidationReport, kind: str) -> list[Case]:
         patient = normalize_patient(folder)
         folders[patient] = folder
         contours.setdefault(patient, {})[int(match.group(2))] = path
+    return contours, folders
+
+
+def _discover(raw_dir: Path, report: ValidationReport, kind: str, multiclass: bool = False) -> list[Case]:
+    other: dict[str, dict[int, Path]] = {}
+    if not multiclass:
+        contours, folders = _contour_files(raw_dir, kind)
+    else:
+        # endocardium files drive the discovery, epicardium files are paired by image number
+        contours, folders = _contour_files(raw_dir, "i")
+        other, other_folders = _contour_files(raw_dir, "o")
+        for patient, by_number in other.items():
+            folders.setdefault(patient, other_folders[patient])
+            for number, path in by_number.items():
+                if number not in contours.get(patient, {}):
+                    report.warning("missing_contour", path, "epicardium contour without endocardium: skipped")
+        kind = "i"
     if not contours:
         raise FileNotFoundError(
             f"{raw_dir}: no '<patient>/contours-manual/IRCCI-expert/IM-*-{kind}contour-manual.txt' files"
@@ -105,6 +158,26 @@ def _discover(raw_dir: Path, report: ValidationReport, kind: str) -> list[Case]:
                     f"no DICOM image IM-*-{number:04d}.dcm for {folders[patient]}",
                 )
                 continue
+            if multiclass:
+                epi = other.get(patient, {}).get(number)
+                if epi is None:
+                    report.warning(
+                        "missing_contour", contour, "endocardium contour without epicardium: skipped"
+                    )
+                    continue
+                cases.append(
+                    Case(
+                        case_id=f"{patient}_{number:04d}",
+                        load_image=lambda image=image: read_dicom(image),
+                        load_masks=_lv_loader(image, contour, epi),
+                        image_file=str(image),
+                        mask_files=[str(contour), str(epi)],
+                        patient=patient,
+                        mask_kind="labels",
+                        num_classes=2,
+                    )
+                )
+                continue
             cases.append(
                 Case(
                     case_id=f"{patient}_{number:04d}",
@@ -118,14 +191,14 @@ def _discover(raw_dir: Path, report: ValidationReport, kind: str) -> list[Case]:
     return cases
 
 
-def discover_endo(raw_dir: Path, report: ValidationReport) -> list[Case]:
-    """Endocardium (``icontour``) cases."""
-    return _discover(raw_dir, report, "i")
+def discover_endo(raw_dir: Path, report: ValidationReport, multiclass: bool = False) -> list[Case]:
+    """Endocardium (``icontour``) cases; ``multiclass=True``: cavity/myocardium label maps instead."""
+    return _discover(raw_dir, report, "i", multiclass)
 
 
-def discover_epi(raw_dir: Path, report: ValidationReport) -> list[Case]:
-    """Epicardium (``ocontour``) cases."""
-    return _discover(raw_dir, report, "o")
+def discover_epi(raw_dir: Path, report: ValidationReport, multiclass: bool = False) -> list[Case]:
+    """Epicardium (``ocontour``) cases; ``multiclass=True``: cavity/myocardium label maps instead."""
+    return _discover(raw_dir, report, "o", multiclass)
 
 
 SUNNYBROOK_ENDO = Layout(
