@@ -186,7 +186,7 @@ class DicomNode:
             as a crash); ``None``: no limit.
         isolate: run the segmenter in a worker process (default); ``False`` runs it in the node's
             own process (no protection against crashes; for unpicklable segmenters).
-        worker_context: ``"spawn"`` or ``"forkserver"``.
+        worker_context: ``"forkserver"`` (default) or ``"spawn"`` (see :class:`~.worker.SegmentationWorker`).
     """
 
     def __init__(
@@ -211,7 +211,7 @@ class DicomNode:
         keep_sent_hours: float = 24.0,
         segment_timeout: float | None = None,
         isolate: bool = True,
-        worker_context: str = "spawn",
+        worker_context: str = "forkserver",
     ) -> None:
         if quiet_seconds is not None:
             warnings.warn("quiet_seconds is deprecated; use series_timeout", DeprecationWarning, stacklevel=2)

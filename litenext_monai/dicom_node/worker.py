@@ -1,8 +1,11 @@
 """Segmentation in a worker process, so that a crash or an OOM kill never takes the listener down.
 
-:class:`SegmentationWorker` starts one child process (``multiprocessing`` with the ``spawn``
-context: a fresh interpreter, no inherited threads or sockets of the listener), which builds the
+:class:`SegmentationWorker` starts one child process (``multiprocessing`` with the
+``forkserver`` or ``spawn`` context: no inherited threads or sockets of the listener), which builds the
 segmenter once (e.g. loads the checkpoint) and then serves one series after another over a pipe.
+With the default ``forkserver`` context the children are forked from a clean server process
+that imported the node's libraries once (never from the listener, whose threads and sockets they
+do not inherit).
 When the child dies (a segfault, ``os._exit``, the kernel's OOM killer, a timeout) the parent
 raises :class:`SegmentationError` with ``kind="crash"`` and starts a fresh child for the next
 request. Errors the segmenter raises are classified in the child:
@@ -158,7 +161,9 @@ class SegmentationWorker:
     Args:
         factory: builds the segmenter in the child (see :class:`SegmenterFactory`); a plain
             segmenter function is accepted when it can be pickled (module-level).
-        context: ``"spawn"`` (default) or ``"forkserver"``.
+        context: ``"forkserver"`` (default: a clean server process, started once, that has
+            imported the node's libraries; each worker is forked from it, so a restart after a
+            crash takes milliseconds) or ``"spawn"`` (a fresh interpreter per worker, seconds).
         log_level: the child's logging level (default: the parent's root level).
         warm_up: segment a synthetic two-slice series once after each start, so that the first
             real series does not pay for one-time initialisation.
@@ -172,7 +177,7 @@ class SegmentationWorker:
         self,
         factory: SegmenterFactory | Segmenter,
         *,
-        context: str = "spawn",
+        context: str = "forkserver",
         log_level: int | None = None,
         warm_up: bool = False,
         start_timeout: float = 600.0,
@@ -186,6 +191,10 @@ class SegmentationWorker:
                 "module-level function or a SegmenterFactory, or run it in-process (InProcessWorker)"
             ) from err
         self.context = multiprocessing.get_context(context)
+        if context == "forkserver":
+            # The fork server imports the node's modules (pydicom, highdicom, MONAI) once; every
+            # worker, including each restart after a crash, is forked from it in milliseconds.
+            self.context.set_forkserver_preload([__name__])
         self.log_level = logging.getLogger().level if log_level is None else log_level
         self.warm_up = warm_up
         self.start_timeout = start_timeout
