@@ -113,14 +113,19 @@ def send_file(
     ae.add_requested_context(SegmentationStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = timeout
     assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
-    if not assoc.is_established:
-        how = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "failed"
-        raise SendError(f"association with {destination} {how}")
-    if not any(c.abstract_syntax == SegmentationStorage for c in assoc.accepted_contexts):
-        assoc.release()
+    accepted = any(c.abstract_syntax == SegmentationStorage for c in assoc.accepted_contexts)
+    refused_context = any(c.abstract_syntax == SegmentationStorage for c in assoc.rejected_contexts)
+    if not accepted and refused_context:
+        # pynetdicom aborts an association in which no context was accepted; either way the
+        # destination does not take SEGs, and sending again will not change that.
+        if assoc.is_established:
+            assoc.release()
         raise SendError(
             f"{destination} accepted no presentation context for Segmentation Storage", kind=PERMANENT
         )
+    if not assoc.is_established:
+        how = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "failed"
+        raise SendError(f"association with {destination} {how}")
     try:
         response = assoc.send_c_store(ds)
     except Exception as err:  # noqa: BLE001 - pynetdicom raises ValueError/RuntimeError/OSError

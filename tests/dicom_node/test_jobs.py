@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
-
-import math
 
 from litenext_monai.dicom_node.jobs import MAX_ERROR_CHARS, JobQueue, backoff_seconds, safe_name
 from litenext_monai.dicom_node.redact import PatientRedactor
