@@ -33,7 +33,12 @@ from litenext_monai.engines.checkpoint import (
 )
 from litenext_monai.engines.mlflow_models import resolve_checkpoint
 from litenext_monai.io import read_dicom_frames
-from litenext_monai.io.dicom_seg import position_order, read_dicom_headers, write_dicom_seg
+from litenext_monai.io.dicom_seg import (
+    deduplicate_instances,
+    position_order,
+    read_dicom_headers,
+    write_dicom_seg,
+)
 from litenext_monai.transforms import LoadImage2D
 
 __all__ = ["Predictor", "segment_dicom_to_seg"]
@@ -163,6 +168,7 @@ def segment_dicom_to_seg(
     *,
     network: nn.Module | None = None,
     settings: Mapping[str, Any] | None = None,
+    seg_options: Mapping[str, Any] | None = None,
 ) -> Path:
     """Segment one DICOM series (or one image) and write one BINARY DICOM SEG atomically.
 
@@ -176,6 +182,11 @@ def segment_dicom_to_seg(
         output_path: the SEG to write.
         network: an already loaded network (a long-running caller loads it once).
         settings: its inference settings (from :func:`load_network_from_checkpoint`).
+        seg_options: keyword arguments of :func:`~litenext_monai.io.dicom_seg.write_dicom_seg` that
+            override the checkpoint's (e.g. ``segment``, ``series_description``).
+
+    Duplicate files of one instance (same SOP Instance UID) are segmented once, from a copy that
+    reads completely (:func:`~litenext_monai.io.dicom_seg.deduplicate_instances`).
 
     Returns:
         ``output_path``.
@@ -187,6 +198,7 @@ def segment_dicom_to_seg(
     files = [Path(f) for f in files]
     if not files:
         raise ValueError("segment_dicom_to_seg: no input files")
+    files, _ = deduplicate_instances(files)
     if network is None:
         network, settings = load_network_from_checkpoint(checkpoint)
     elif settings is None:
@@ -206,6 +218,8 @@ def segment_dicom_to_seg(
         masks = predictor.predict(files[0], frames=int(headers[0].get("NumberOfFrames", 1) or 1))
     else:
         masks = predictor.predict_images([image for f in files for image in predictor.load(f)])
-    write_dicom_seg(headers, masks, output_path, **dicom_seg_metadata(local, settings))
+    write_dicom_seg(
+        headers, masks, output_path, **{**dicom_seg_metadata(local, settings), **(seg_options or {})}
+    )
     logger.info("%d instance(s) segmented -> %s", len(masks), Path(output_path).name)
     return Path(output_path)
