@@ -17,8 +17,8 @@ A job is ``pending`` until its SEG is written, then ``segmented`` until the dest
 acknowledged the SEG; then its instances move to ``sent/``. Every file is written to a temporary
 name, flushed to disk (``fsync``) and renamed into place, and every state change is one atomic
 rename, so a node killed at any moment (``kill -9``, a crash) finds a consistent queue at the next
-start: :meth:`JobQueue.recover` re-queues pending and segmented jobs and gives the series that
-were still incoming a fresh series timeout (or seals them at once). A SEG whose acknowledgement was
+start: :meth:`JobQueue.recover` re-queues pending and segmented jobs, and the series that were
+still incoming are sealed once their series timeout has passed since their newest instance. A SEG whose acknowledgement was
 lost in a crash is sent again (at-least-once delivery); it keeps its SOP Instance UID, so an
 archive stores it once.
 
@@ -489,8 +489,8 @@ class JobQueue:
         segmentation attempt that was recorded but has no outcome is counted as a crash: the
         node died during it (``kill -9``, the OOM killer), possibly because of that series. The
         series that were still being received (their instances were acknowledged, so they are
-        segmented rather than dropped) are sealed at once with ``seal_incoming``, else they get
-        a fresh series timeout from now (see :meth:`seal_idle`).
+        segmented rather than dropped) are sealed at once with ``seal_incoming``, else their series
+        timeout runs on from the arrival of their newest instance (file time; see :meth:`seal_idle`).
         """
         with self._lock:
             for stray in self.tmp_dir.iterdir():
@@ -508,7 +508,10 @@ class JobQueue:
                 now = time.monotonic()
                 for series_dir in sorted(p for p in self.incoming_dir.iterdir() if p.is_dir()):
                     uid = self._series_uid_from_files(series_dir, series_dir.name)
-                    self._incoming[series_dir.name] = (uid, now)
+                    # The timeout runs from the newest instance's arrival (its file's mtime).
+                    times = [p.stat().st_mtime for p in series_dir.glob("*.dcm")] or [time.time()]
+                    age = max(0.0, time.time() - max(times))
+                    self._incoming[series_dir.name] = (uid, now - age)
             counts = {PENDING: 0, SEGMENTED: 0}
             for job in self._jobs.values():
                 counts[job.state] += 1
