@@ -250,7 +250,12 @@ class Orthanc:
             "DicomModalities": {"litenext": [node_aet, "127.0.0.1", node_port]},
         }
         (folder / "orthanc.json").write_text(json.dumps(config))
-        self.log = open(folder / "orthanc.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.start()
+
+    def start(self) -> None:
+        """Start (or start again, on the same ports and storage) and wait until REST answers."""
+        folder = self.folder
+        self.log = open(folder / "orthanc.log", "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [orthanc_executable(), str(folder / "orthanc.json")], stdout=self.log, stderr=subprocess.STDOUT
         )
