@@ -10,6 +10,7 @@ and written to ``$LITENEXT_LOAD_REPORT`` when that is set.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -66,6 +67,17 @@ class _RssSampler(threading.Thread):
             self.samples.append((time.monotonic(), _rss_mb(os.getpid()), worker_mb))
 
 
+class _Count(logging.Handler):
+    """Counts the node's log records that contain ``text``."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(logging.WARNING)
+        self.text, self.count = text, 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += self.text in record.getMessage()
+
+
 def test_twenty_series_four_senders_destination_restarted_twice(tmp_path):
     orthanc_executable()
     dciodvfy_executable()
@@ -83,6 +95,8 @@ def test_twenty_series_four_senders_destination_restarted_twice(tmp_path):
         retry_max_seconds=2.0,
         network_timeout=5.0,
     )
+    failures = _Count("not delivered")
+    logging.getLogger("litenext_monai.dicom_node").addHandler(failures)
     node.start()
     sampler = _RssSampler(node)
     sampler.start()
@@ -97,7 +111,7 @@ def test_twenty_series_four_senders_destination_restarted_twice(tmp_path):
                         assert store_scu([ds], node_port) == [0]
                 else:
                     assert store_scu(datasets, node_port) == [0] * SLICES
-                time.sleep(0.3)
+                time.sleep(1.2)  # the series arrive over ~8 s, across both outages
         except BaseException as err:  # noqa: BLE001 - reported by the main thread
             errors.append(err)
 
@@ -135,6 +149,7 @@ def test_twenty_series_four_senders_destination_restarted_twice(tmp_path):
         assert not any((node.queue.root / "failed").iterdir())
         assert len(node.queue) == 0 and node.sent == len(series)
     finally:
+        logging.getLogger("litenext_monai.dicom_node").removeHandler(failures)
         sampler.done.set()
         node.stop(drain=False)
         orthanc.stop()
@@ -151,8 +166,10 @@ def test_twenty_series_four_senders_destination_restarted_twice(tmp_path):
         "listener_rss_mb_first_quarter": round(first, 1),
         "listener_rss_mb_last_quarter": round(last, 1),
         "worker_rss_mb_max": round(max(s[2] for s in samples), 1),
+        "failed_delivery_attempts": failures.count,
     }
     print("load test:", json.dumps(report))
     if os.environ.get("LITENEXT_LOAD_REPORT"):
         Path(os.environ["LITENEXT_LOAD_REPORT"]).write_text(json.dumps(report, indent=1))
+    assert failures.count > 0, "the destination outages did not hit any delivery"
     assert last - first < RSS_GROWTH_LIMIT_MB, report
