@@ -255,6 +255,7 @@ class DicomNode:
         self.sent = 0
         self.failed = 0
         self.superseded = 0
+        self._worker_failures = 0
 
     @property
     def quiet_seconds(self) -> float:
@@ -431,6 +432,21 @@ class DicomNode:
         files = job.instance_files()
         for path in files[:1]:
             self.redactor.add_file(path)
+        if not self.worker.alive():
+            # A worker that cannot (re)start is not this series' fault: nothing is counted.
+            try:
+                self.worker.start()
+            except SegmentationError as err:
+                self._worker_failures += 1
+                delay = self._backoff(self._worker_failures)
+                logger.error(
+                    "The segmentation worker cannot start (%s); series wait, next try in %g s",
+                    self._error_text(err),
+                    delay,
+                )
+                self._wait(delay)
+                return
+        self._worker_failures = 0
         self.queue.record_segment_start(job)  # on disk before the attempt
         start = time.perf_counter()
         try:
