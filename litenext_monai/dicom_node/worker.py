@@ -122,10 +122,24 @@ def _warm_up(segmenter: Segmenter) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+#: The worker's ``/proc/self/oom_score_adj``: when memory runs out, the kernel kills the worker
+#: (which the node restarts) rather than the listener. Raising one's own score needs no privilege.
+OOM_SCORE_ADJ = 500
+
+
+def _prefer_oom_kill() -> None:
+    try:
+        with open("/proc/self/oom_score_adj", "w") as handle:
+            handle.write(str(OOM_SCORE_ADJ))
+    except OSError:  # not Linux, or a sandbox that forbids it: only a preference
+        pass
+
+
 def _serve(factory: SegmenterFactory, conn: Connection, log_level: int, warm_up: bool) -> None:
     """The worker process: build the segmenter, then answer ``(files, output)`` requests until ``None``."""
     from .redact import configure_node_logging
 
+    _prefer_oom_kill()
     redactor = configure_node_logging(log_level)
     try:
         segmenter = factory()

@@ -96,6 +96,8 @@ def test_a_series_that_kills_the_worker_fails_after_max_attempts(tmp_path, desti
         (seg,) = destination.wait_for(1, timeout=60)
         _check_seg(seg, good)
         assert node.worker.pid != first_pid and node.worker.starts >= 3
+        with open(f"/proc/{node.worker.pid}/oom_score_adj") as handle:  # the OOM killer's first choice
+            assert int(handle.read()) == 500
         assert echo(node.port) == 0x0000
     finally:
         node.stop(drain=False)
@@ -252,3 +254,16 @@ def test_a_seg_not_delivered_within_max_send_hours_fails(tmp_path):
     finally:
         node.stop(drain=False)
         log.close()
+
+
+def test_quiet_seconds_is_a_deprecated_alias_and_closures_are_refused(tmp_path):
+    from litenext_monai.dicom_node import DicomNode, parse_destination
+
+    destination = parse_destination("DEST@127.0.0.1:1")
+    with pytest.warns(DeprecationWarning, match="series_timeout"):
+        node = DicomNode("LITENEXT", 1, destination, tmp_path / "a", threshold_segmenter, quiet_seconds=5)
+    assert node.series_timeout == 5.0 == node.quiet_seconds
+    with pytest.raises(ValueError, match="cannot be sent to a worker process"):
+        DicomNode("LITENEXT", 1, destination, tmp_path / "b", lambda files, out: out)
+    in_process = DicomNode("LITENEXT", 1, destination, tmp_path / "c", lambda files, out: out, isolate=False)
+    assert type(in_process.worker).__name__ == "InProcessWorker"
