@@ -56,6 +56,13 @@ def garbage_segmenter(files, output_path: Path) -> Path:
     return Path(output_path)
 
 
+def guarded_factory(marker: str):
+    """Builds the threshold segmenter, unless ``marker`` exists (like a checkpoint that was deleted)."""
+    if Path(marker).exists():
+        raise RuntimeError("the checkpoint is gone")
+    return threshold_segmenter
+
+
 def _wait(condition, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -267,3 +274,35 @@ def test_quiet_seconds_is_a_deprecated_alias_and_closures_are_refused(tmp_path):
         DicomNode("LITENEXT", 1, destination, tmp_path / "b", lambda files, out: out)
     in_process = DicomNode("LITENEXT", 1, destination, tmp_path / "c", lambda files, out: out, isolate=False)
     assert type(in_process.worker).__name__ == "InProcessWorker"
+
+
+def test_a_worker_that_cannot_restart_is_not_counted_against_the_series(tmp_path, destination):
+    from litenext_monai.dicom_node import SegmenterFactory
+
+    marker = tmp_path / "checkpoint-gone"
+    node, log = _start_node(
+        tmp_path,
+        destination,
+        segmenter=SegmenterFactory(guarded_factory, str(marker)),
+        series_timeout=0.5,
+        retry_max_seconds=0.5,
+        warm_up=False,
+    )
+    try:
+        marker.write_text("x")
+        os.kill(node.worker.pid, signal.SIGKILL)  # dies while idle; its restart will fail
+        _wait(lambda: not node.worker.alive())
+        series = make_series(2, seed=31)
+        assert store_scu(series, node.port) == [0, 0]
+        _wait(lambda: log.text.count("The segmentation worker cannot start") >= 2)
+        (job,) = node.queue.pending()
+        saved = json.loads((job.folder / "job.json").read_text())
+        assert (saved["segment_attempts"], saved["crashes"], saved["transient_failures"]) == (0, 0, 0)
+        assert echo(node.port) == 0x0000
+        marker.unlink()  # the checkpoint is back
+        (seg,) = destination.wait_for(1, timeout=60)
+        _check_seg(seg, series)
+        assert _failed_jobs(node) == []
+    finally:
+        node.stop(drain=False)
+        log.close()
