@@ -6,7 +6,9 @@ Usage::
 
 Starts ``scripts/dicom_node.py`` as a subprocess (as it runs in production), a pynetdicom Storage
 SCP as its destination, then sends ``--runs`` series one after another. For each series the clock
-starts when the sender opens the association and stops when the destination receives the SEG.
+starts when the sender opens the association and stops when the destination receives the SEG; it
+includes the node's series timeout (``--series-timeout``, 1 s here), the quiet time after which a
+series counts as complete.
 The node warms up before it listens (one synthetic segmentation), so the first series is not
 slower than the others.
 Without ``--checkpoint`` a randomly initialised LiteNeXt (paper width, 1 channel, 256×256, MR) is
@@ -144,6 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slices", type=int, default=4)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for each SEG")
+    parser.add_argument(
+        "--series-timeout",
+        type=float,
+        default=1.0,
+        help="the node's --series-timeout (default 1 s): a series is segmented only after this much "
+        "quiet, so the latency includes it",
+    )
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="litenext-node-bench-") as tmp:
@@ -166,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
                 str(checkpoint),
                 "--storage",
                 str(tmp / "storage"),
+                "--series-timeout",
+                str(args.series_timeout),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

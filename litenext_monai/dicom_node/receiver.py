@@ -1,10 +1,9 @@
 """The Storage SCP side of the DICOM node: check each received instance, store it, answer a status.
 
 Handlers run on the association's thread, so they only validate and write; segmentation happens
-in the node's worker thread. Which series an association delivered is remembered until the
-association ends: a normal release seals those series into jobs at once, an abort or a dropped
-connection leaves them to the node's quiet-time rule (a sender usually retries the whole series,
-and the retried instances simply replace the received ones).
+in the node's worker process. A series is sealed by the node once it has received nothing for the
+series timeout, whatever the associations do (a sender that retries re-sends instances, which
+simply replace the received ones).
 """
 
 from __future__ import annotations
@@ -105,7 +104,8 @@ class StorageReceiver:
     Args:
         queue: where instances go.
         redactor: learns the patient strings of each instance before anything can log them.
-        on_sealed: called with the new jobs when an association's release seals its series.
+        on_sealed: kept for compatibility; releases no longer seal series (the node's series
+            timeout does), so it is not called.
     """
 
     def __init__(
@@ -181,28 +181,26 @@ class StorageReceiver:
         return STATUS_SUCCESS
 
     def on_released(self, event: Event) -> None:
+        """A released association seals nothing: a series is complete after its series timeout.
+
+        (PACS send one association per instance, or one series over several interleaved
+        associations, so a release says nothing about the series.)
+        """
         with self._lock:
-            series = list(self._series_by_assoc.pop(id(event.assoc), {}))
-        jobs = [job for uid in series if (job := self.queue.seal(uid)) is not None]
-        for job in jobs:
-            logger.info(
-                "Series %s: %d instances from %s queued as job %s",
-                job.series_uid,
-                len(job.instance_files()),
-                event.assoc.requestor.ae_title,
-                job.job_id,
+            series = self._series_by_assoc.pop(id(event.assoc), {})
+        if series:
+            logger.debug(
+                "Association from %s released after %d series", event.assoc.requestor.ae_title, len(series)
             )
-        if jobs and self.on_sealed is not None:
-            self.on_sealed(jobs)
 
     def on_ended(self, event: Event) -> None:
-        """An abort or a lost connection: the series stay incoming until their quiet time."""
+        """An abort or a lost connection: the series stay incoming until their series timeout."""
         with self._lock:
             series = self._series_by_assoc.pop(id(event.assoc), None)
         if series:
             logger.warning(
                 "Association from %s ended without release after %d series; "
-                "their instances wait for the quiet time",
+                "their instances wait for the series timeout",
                 event.assoc.requestor.ae_title,
                 len(series),
             )

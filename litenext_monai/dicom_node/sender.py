@@ -1,4 +1,15 @@
-"""The Storage SCU side of the DICOM node: C-STORE a SEG to the destination."""
+"""The Storage SCU side of the DICOM node: C-STORE a SEG to the destination.
+
+Every failure is classified (:attr:`SendError.kind`), so that the node knows what a retry can do:
+
+* ``transient``: the destination cannot be reached, the association is rejected or aborted, no
+  response arrives, or the destination answers 0xA7xx "out of resources": retried with capped
+  exponential back-off (until ``max_send_hours``);
+* ``refused``: any other failure status (0xA9xx data set mismatch, 0xCxxx cannot understand,
+  0x0122 SOP class not supported, ...): retried, and failed after ``max_refusals``;
+* ``permanent``: the SEG file is unreadable or no Segmentation Storage presentation context was
+  accepted: failed at once (a retry sends the same file to the same configuration).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +17,26 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import pydicom
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.sop_class import SegmentationStorage
 from pynetdicom.status import code_to_category
 
-__all__ = ["Destination", "SendError", "parse_destination", "send_file"]
+__all__ = [
+    "PERMANENT",
+    "REFUSED",
+    "TRANSIENT",
+    "Destination",
+    "SendError",
+    "classify_status",
+    "parse_destination",
+    "send_file",
+]
+
+TRANSIENT = "transient"
+REFUSED = "refused"
+PERMANENT = "permanent"
 
 _DESTINATION = re.compile(r"^(?P<aet>[^@]{1,16})@(?P<host>[^:@]+|\[[0-9A-Fa-f:]+\]):(?P<port>[0-9]{1,5})$")
 
@@ -44,16 +69,26 @@ def parse_destination(text: str) -> Destination:
     return Destination(match["aet"], match["host"].strip("[]"), port)
 
 
+def classify_status(status: int) -> str | None:
+    """``None`` for a stored SEG (success or warning), else the kind of failure of a C-STORE status."""
+    if code_to_category(status) in ("Success", "Warning"):
+        return None
+    if 0xA700 <= status <= 0xA7FF:  # Refused: Out of Resources (a full disk, a busy archive)
+        return TRANSIENT
+    return REFUSED
+
+
 class SendError(Exception):
     """A SEG was not stored by the destination.
 
-    ``refused`` is True when the destination answered with a failure status (sending the same
-    file again is unlikely to help); False when it could not be reached or the association failed.
+    ``kind`` is :data:`TRANSIENT`, :data:`REFUSED` or :data:`PERMANENT` (see the module
+    docstring); ``refused`` is ``kind == REFUSED``.
     """
 
-    def __init__(self, message: str, refused: bool = False) -> None:
+    def __init__(self, message: str, refused: bool = False, kind: str | None = None) -> None:
         super().__init__(message)
-        self.refused = refused
+        self.kind = kind or (REFUSED if refused else TRANSIENT)
+        self.refused = self.kind == REFUSED
 
 
 def send_file(
@@ -66,17 +101,33 @@ def send_file(
         elements", which still means stored).
 
     Raises:
-        SendError: when the SEG was not stored.
+        SendError: when the SEG was not stored, with its :attr:`~SendError.kind`.
     """
+    try:
+        ds = pydicom.dcmread(str(path))
+        if "PixelData" not in ds or str(ds.get("SOPClassUID", "")) != SegmentationStorage:
+            raise ValueError("not a Segmentation Storage instance with pixel data")
+    except Exception as err:  # noqa: BLE001 - pydicom raises many types for damaged files
+        raise SendError(f"the SEG file is unreadable ({type(err).__name__})", kind=PERMANENT) from err
     ae = AE(ae_title=calling_ae_title)
     ae.add_requested_context(SegmentationStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = timeout
     assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+    accepted = any(c.abstract_syntax == SegmentationStorage for c in assoc.accepted_contexts)
+    refused_context = any(c.abstract_syntax == SegmentationStorage for c in assoc.rejected_contexts)
+    if not accepted and refused_context:
+        # pynetdicom aborts an association in which no context was accepted; either way the
+        # destination does not take SEGs, and sending again will not change that.
+        if assoc.is_established:
+            assoc.release()
+        raise SendError(
+            f"{destination} accepted no presentation context for Segmentation Storage", kind=PERMANENT
+        )
     if not assoc.is_established:
         how = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "failed"
         raise SendError(f"association with {destination} {how}")
     try:
-        response = assoc.send_c_store(Path(path))
+        response = assoc.send_c_store(ds)
     except Exception as err:  # noqa: BLE001 - pynetdicom raises ValueError/RuntimeError/OSError
         assoc.abort()
         raise SendError(f"C-STORE to {destination} failed: {type(err).__name__}: {err}") from err
@@ -85,6 +136,7 @@ def send_file(
         assoc.abort()
         raise SendError(f"no C-STORE response from {destination} (timeout or aborted association)")
     assoc.release()
-    if code_to_category(status) not in ("Success", "Warning"):
-        raise SendError(f"{destination} answered C-STORE with status 0x{status:04X}", refused=True)
+    kind = classify_status(int(status))
+    if kind is not None:
+        raise SendError(f"{destination} answered C-STORE with status 0x{status:04X}", kind=kind)
     return int(status)

@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import re
+import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,7 +47,7 @@ from litenext_monai.io import (
     output_format_for,
     read_image,
 )
-from litenext_monai.io.dicom_seg import position_order
+from litenext_monai.io.dicom_seg import deduplicate_instances, position_order, read_sop_instance_uid
 
 __all__ = ["inference_items", "list_inference_items"]
 
@@ -168,6 +169,55 @@ class _Namer:
         return names
 
 
+def _drop_duplicates(
+    series: dict[str, list[tuple[Path, Dataset]]],
+    broken: dict[str, list[tuple[Path, str]]],
+    orphans: Sequence[tuple[Path, str]] = (),
+) -> list[tuple[Path, str]]:
+    """Keep one readable file per SOP Instance UID in each series, in place, with a warning.
+
+    A truncated copy of an instance (unreadable header, or pixel data cut short) never takes its
+    series down when a complete copy of the same instance is there. ``orphans`` (unreadable files
+    whose series is unknown) that are copies of a series member are dropped the same way.
+
+    Returns:
+        The orphans that are no duplicate, with their reasons (failures of their own).
+    """
+    known: dict[str, Path] = {}
+    for members in series.values():
+        for path, header in members:
+            known.setdefault(str(header.get("SOPInstanceUID", "")), path)
+    left = []
+    for path, reason in orphans:
+        twin = known.get(read_sop_instance_uid(path) or "")
+        if twin is None:
+            left.append((path, reason))
+            continue
+        message = (
+            f"{path}: duplicate SOP Instance UID of {twin}; segmenting the readable copy {twin.name} once"
+        )
+        warnings.warn(message, stacklevel=3)
+        logging.getLogger(__name__).warning(message)
+    for uid in set(series) | set(broken):
+        members = series.get(uid, [])
+        unreadable = broken.get(uid, [])
+        uids = [str(h.get("SOPInstanceUID", "")) for _, h in members]
+        if not unreadable and len(set(uids)) == len(uids):
+            continue  # the usual case: no duplicate, nothing more to read
+        paths = [p for p, _ in members] + [p for p, _ in unreadable]
+        kept, dropped = deduplicate_instances(paths)
+        if not dropped:
+            continue
+        gone = {p for p, _ in dropped}
+        series[uid] = [(p, h) for p, h in members if p not in gone]
+        broken[uid] = [(p, r) for p, r in unreadable if p not in gone]
+        if not broken[uid]:
+            del broken[uid]
+        if not series[uid]:
+            del series[uid]
+    return left
+
+
 def list_inference_items(
     source: str | os.PathLike | Sequence[str],
     split: str = "test",
@@ -210,6 +260,7 @@ def list_inference_items(
     singles: list[Path] = []
     series: dict[str, list[tuple[Path, Dataset]]] = defaultdict(list)
     broken: dict[str, list[tuple[Path, str]]] = defaultdict(list)
+    orphans: list[tuple[Path, str]] = []  # unreadable files whose series is unknown
     for path in paths:
         if not path.is_file():
             report.add(path, "no such file")
@@ -233,10 +284,12 @@ def list_inference_items(
             if uid:  # a truncated slice takes its series down with it (a SEG must cover every slice)
                 broken[uid].append((path, str(err)))
             else:
-                report.add(path, str(err))
+                orphans.append((path, str(err)))
             continue
         uid = str(header.get("SeriesInstanceUID", "") or "") or f"file:{path}"
         series[uid].append((path, header))
+    for path, reason in _drop_duplicates(series, broken, orphans):
+        report.add(path, reason)
     for uid, bad_members in broken.items():
         for path, reason in bad_members:
             report.add(path, reason)

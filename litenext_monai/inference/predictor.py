@@ -29,7 +29,12 @@ from torch import nn
 
 from litenext_monai.inference.loading import load_network_from_checkpoint
 from litenext_monai.io import read_dicom_frames
-from litenext_monai.io.dicom_seg import position_order, read_dicom_headers, write_dicom_seg
+from litenext_monai.io.dicom_seg import (
+    deduplicate_instances,
+    position_order,
+    read_dicom_headers,
+    write_dicom_seg,
+)
 from litenext_monai.model.card import complete_settings, dicom_seg_metadata, read_inference_settings
 from litenext_monai.tracking.uris import resolve_checkpoint
 from litenext_monai.transforms import LoadImage2D, load_pipeline
@@ -178,6 +183,7 @@ def segment_dicom_to_seg(
     *,
     network: nn.Module | None = None,
     settings: Mapping[str, Any] | None = None,
+    seg_options: Mapping[str, Any] | None = None,
 ) -> Path:
     """Segment one DICOM series (or one image) and write one BINARY DICOM SEG atomically.
 
@@ -191,6 +197,11 @@ def segment_dicom_to_seg(
         output_path: the SEG to write.
         network: an already loaded network (a long-running caller loads it once).
         settings: its inference settings (from :func:`load_network_from_checkpoint`).
+        seg_options: keyword arguments of :func:`~litenext_monai.io.dicom_seg.write_dicom_seg` that
+            override the checkpoint's (e.g. ``segment``, ``series_description``).
+
+    Duplicate files of one instance (same SOP Instance UID) are segmented once, from a copy that
+    reads completely (:func:`~litenext_monai.io.dicom_seg.deduplicate_instances`).
 
     Returns:
         ``output_path``.
@@ -202,12 +213,13 @@ def segment_dicom_to_seg(
     files = [Path(f) for f in files]
     if not files:
         raise ValueError("segment_dicom_to_seg: no input files")
+    files, _ = deduplicate_instances(files)
     if network is None:
         network, settings = load_network_from_checkpoint(checkpoint)
-    elif settings is None:
-        settings = read_inference_settings(resolve_checkpoint(checkpoint))
-    assert settings is not None
-    local = settings.get("checkpoint") or resolve_checkpoint(checkpoint)
+    elif settings is None or "checkpoint" not in settings:
+        local = resolve_checkpoint(checkpoint)  # the URI is resolved here, once
+        settings = {**(settings or read_inference_settings(local)), "checkpoint": local}
+    local = settings["checkpoint"]
     headers = read_dicom_headers(files)
     for path, header in zip(files, headers):
         if "Rows" not in header or "Columns" not in header:
@@ -221,6 +233,8 @@ def segment_dicom_to_seg(
         masks = predictor.predict(files[0], frames=int(headers[0].get("NumberOfFrames", 1) or 1))
     else:
         masks = predictor.predict_images([image for f in files for image in predictor.load(f)])
-    write_dicom_seg(headers, masks, output_path, **dicom_seg_metadata(local, settings))
+    write_dicom_seg(
+        headers, masks, output_path, **{**dicom_seg_metadata(local, settings), **(seg_options or {})}
+    )
     logger.info("%d instance(s) segmented -> %s", len(masks), Path(output_path).name)
     return Path(output_path)

@@ -7,7 +7,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["TEMP_PREFIX", "atomic_write", "remove_stale_temporaries"]
+__all__ = ["TEMP_PREFIX", "atomic_write", "fsync_path", "remove_stale_temporaries"]
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -16,13 +16,15 @@ os.umask(_UMASK)
 TEMP_PREFIX = ".litenext-tmp."
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, fsync: bool = False) -> Path:
     """Write ``path`` through a temporary file in the same folder, then rename it into place.
 
     Args:
         path: final destination; its parent folder is created when missing.
         write: called with the temporary path (which keeps the final suffix, so writers that
             choose the format from the suffix, such as PIL and nibabel, still work).
+        fsync: flush the temporary file to disk before the rename and the folder after it, so
+            that the file survives a power loss or a kernel crash once this returns (queues).
 
     Returns:
         The destination path.
@@ -39,11 +41,24 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
         write(tmp_path)
         # mkstemp creates the file private (0600); give the output the permissions of any new file.
         tmp_path.chmod(0o666 & ~_UMASK)
+        if fsync:
+            fsync_path(tmp_path)
         os.replace(tmp_path, path)
+        if fsync:
+            fsync_path(path.parent)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
     return path
+
+
+def fsync_path(path: str | os.PathLike) -> None:
+    """``fsync`` a file or a folder (a folder's entries: names created or renamed in it)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> int:

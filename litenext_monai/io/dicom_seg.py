@@ -20,10 +20,21 @@ What goes into a SEG:
 Real archives hold files with values their VR does not allow (``PatientSex`` "female", a
 malformed date). highdicom refuses to copy those, so the writer checks every top-level value of a
 *copy* of each source header (inputs are never modified), repairs what has an unambiguous
-meaning (sex spelled out), blanks the rest, and warns naming the file and the attribute keyword
-(never the value, which may identify the patient). Identifiers that the SEG must reference
-(Study, Series, SOP Instance, Frame of Reference UIDs) cannot be repaired: such a source is
-rejected with an error naming the file.
+meaning (sex spelled out), blanks the rest for highdicom, and warns naming the file and the
+attribute keyword (never the value, which may identify the patient). The identity of the patient,
+the study and the accession (:data:`IDENTITY_KEYWORDS`) is then set on the SEG exactly as the
+source has it, valid or not: a SEG that a PACS files under another patient or study, or under
+none, is worse than one that repeats the source's own VR violation (which ``dciodvfy`` then
+reports, as it does for the source). Identifiers that the SEG must reference (Study, Series, SOP
+Instance, Frame of Reference UIDs) cannot be repaired: such a source is rejected with an error
+naming the file.
+
+Type 2 attributes of the Patient and General Study modules (:data:`TYPE2_KEYWORDS`: Patient's
+Sex and Birth Date, Study ID, Accession Number, Referring Physician, ...) that a source lacks are
+present and empty in the SEG, as the standard asks, never an error.
+
+Duplicates: :func:`deduplicate_instances` keeps one readable copy per SOP Instance UID (a
+truncated duplicate never blocks its good twin) and warns about the others.
 """
 
 from __future__ import annotations
@@ -41,6 +52,7 @@ import highdicom as hd
 import numpy as np
 import pydicom
 from pydicom import config as pydicom_config
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
@@ -51,9 +63,14 @@ from .atomic import atomic_write
 
 __all__ = [
     "DEFAULT_SEGMENT",
+    "IDENTITY_KEYWORDS",
     "SEG_SUFFIX",
+    "TYPE2_KEYWORDS",
     "coded_concept",
+    "deduplicate_instances",
+    "parse_code",
     "position_order",
+    "read_sop_instance_uid",
     "read_dicom_headers",
     "sanitize_source",
     "segment_descriptions",
@@ -84,6 +101,30 @@ _TEXT_VRS = frozenset(
     ("AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT")
 )
 _SEX = {"F": "F", "FEMALE": "F", "M": "M", "MALE": "M", "O": "O", "OTHER": "O"}
+#: Patient, study and accession identity: copied onto the SEG exactly as the source has it.
+IDENTITY_KEYWORDS = (
+    "PatientName",
+    "PatientID",
+    "IssuerOfPatientID",
+    "PatientBirthDate",
+    "StudyID",
+    "AccessionNumber",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+)
+#: Type 2 attributes (Patient and General Study modules) that are present, empty if unknown, in a SEG.
+TYPE2_KEYWORDS = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+)
 # Where a projection image keeps its pixel spacing, in order of preference.
 _SPACING_KEYWORDS = ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing")
 _NOMINAL_MM = 1.0
@@ -112,6 +153,85 @@ def coded_concept(value: Sequence[str] | Code | str) -> Code:
         raise ValueError(f"a code must be [scheme, value, meaning] (three non-empty strings), got {value!r}")
     scheme, code_value, meaning = items
     return Code(value=code_value, scheme_designator=scheme, meaning=meaning)
+
+
+def parse_code(text: str) -> list[str]:
+    """``"SCHEME:VALUE:MEANING"`` (e.g. ``"SCT:10200004:Liver"``) as ``[scheme, value, meaning]``.
+
+    The meaning may itself contain colons (only the first two separate).
+
+    Raises:
+        ValueError: fewer than three non-empty parts (message shows the expected form).
+    """
+    parts = [p.strip() for p in str(text).split(":", 2)]
+    if len(parts) != 3 or not all(parts):
+        raise ValueError(
+            f"a segment code must look like SCHEME:VALUE:MEANING (e.g. SCT:10200004:Liver), got {text!r}"
+        )
+    return parts
+
+
+def read_sop_instance_uid(path: str | os.PathLike) -> str | None:
+    """The SOP Instance UID of a DICOM file, read from its header alone; ``None`` when unreadable."""
+    try:
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
+        uid = ds.get("SOPInstanceUID")
+        return str(uid) if uid else None
+    except Exception:  # noqa: BLE001 - pydicom raises many types for damaged files
+        return None
+
+
+def _is_complete(path: str | os.PathLike) -> bool:
+    """Whether the file reads completely, pixel data included (a truncated copy does not)."""
+    try:
+        ds = pydicom.dcmread(str(path))
+        if "PixelData" not in ds:
+            return False
+        syntax = ds.file_meta.get("TransferSyntaxUID")
+        if syntax is not None and not pydicom.uid.UID(str(syntax)).is_encapsulated:
+            from pydicom.pixels.utils import get_expected_length
+
+            return len(ds.PixelData) >= get_expected_length(ds, unit="bytes")
+        return len(ds.PixelData) > 0
+    except Exception:  # noqa: BLE001 - unreadable means incomplete
+        return False
+
+
+def deduplicate_instances(
+    files: Sequence[str | os.PathLike],
+) -> tuple[list[Path], list[tuple[Path, Path]]]:
+    """Keep one copy per SOP Instance UID, preferring a copy that reads completely.
+
+    Archives and exports hold the same instance twice (a re-sent study, a copy in another
+    folder), sometimes one copy truncated. Files whose SOP Instance UID cannot be read are kept
+    (the caller reports them). Files are only read in full where there are duplicates.
+
+    Returns:
+        ``(kept, dropped)``: the kept files in the given order, and ``(dropped, kept twin)`` pairs.
+    """
+    paths = [Path(f) for f in files]
+    by_uid: dict[str, list[int]] = {}
+    for index, path in enumerate(paths):
+        uid = read_sop_instance_uid(path)
+        if uid is not None:
+            by_uid.setdefault(uid, []).append(index)
+    drop: dict[int, int] = {}
+    for indices in by_uid.values():
+        if len(indices) < 2:
+            continue
+        keep = next((i for i in indices if _is_complete(paths[i])), indices[0])
+        for i in indices:
+            if i != keep:
+                drop[i] = keep
+    kept = [p for i, p in enumerate(paths) if i not in drop]
+    dropped = [(paths[i], paths[k]) for i, k in sorted(drop.items())]
+    for path, twin in dropped:
+        message = (
+            f"{path}: duplicate SOP Instance UID of {twin}; segmenting the readable copy {twin.name} once"
+        )
+        warnings.warn(message, stacklevel=2)
+        logger.warning(message)
+    return kept, dropped
 
 
 def read_dicom_headers(files: Sequence[str | os.PathLike]) -> list[Dataset]:
@@ -195,6 +315,28 @@ def sanitize_source(ds: Dataset) -> tuple[Dataset, list[str]]:
             elem.value = None
         changed.append(keyword)
     return fixed, changed
+
+
+def _copy_identity(source: Dataset, seg: Dataset) -> None:
+    """Set the patient, study and accession identity of ``source`` on ``seg`` verbatim.
+
+    Elements are copied as they are (no value validation, which would also quote the value in a
+    warning); a missing Type 2 one stays present and empty.
+    """
+    if "SpecificCharacterSet" in source and "SpecificCharacterSet" not in seg:
+        seg.SpecificCharacterSet = source.SpecificCharacterSet
+    for keyword in IDENTITY_KEYWORDS:
+        try:
+            elem = source[keyword] if keyword in source else None
+        except Exception:  # noqa: BLE001 - an element pydicom cannot even decode stays as highdicom set it
+            continue
+        if elem is None:
+            if keyword in TYPE2_KEYWORDS and keyword not in seg:
+                setattr(seg, keyword, "")
+            continue
+        seg[elem.tag] = DataElement(
+            elem.tag, elem.VR, copy.deepcopy(elem.value), validation_mode=pydicom_config.IGNORE
+        )
 
 
 def _pixel_measures(ds: Dataset) -> hd.PixelMeasuresSequence:
@@ -333,10 +475,22 @@ def write_dicom_seg(
     clean = []
     for ds in datasets:
         fixed, changed = sanitize_source(ds)
+        for keyword in TYPE2_KEYWORDS:  # highdicom needs them present; the SEG has them empty
+            if keyword not in fixed or fixed[keyword].value is None:
+                setattr(fixed, keyword, "")
         if changed:
+            kept = [k for k in changed if k in IDENTITY_KEYWORDS]
+            fixed_up = [k for k in changed if k not in IDENTITY_KEYWORDS]
+            parts = []
+            if fixed_up:
+                parts.append(f"{', '.join(fixed_up)} were repaired or left empty")
+            if kept:
+                parts.append(
+                    f"{', '.join(kept)} (patient/study identity) were copied verbatim, invalid as they are"
+                )
             message = (
-                f"{_name(ds)}: non-conformant source attributes {', '.join(changed)} were repaired or "
-                "left empty in the DICOM SEG (the input file is unchanged)"
+                f"{_name(ds)}: non-conformant source attributes: {'; '.join(parts)} in the DICOM SEG "
+                "(the input file is unchanged)"
             )
             warnings.warn(message, stacklevel=2)
             logger.warning(message)
@@ -400,5 +554,6 @@ def write_dicom_seg(
     if projection:
         # Type 2C for images without a plane orientation: the source's value, or present and empty.
         seg.PatientOrientation = clean[0].get("PatientOrientation") or ""
-    atomic_write(output_path, lambda tmp: seg.save_as(tmp, enforce_file_format=True))
+    _copy_identity(datasets[0], seg)
+    atomic_write(output_path, lambda tmp: seg.save_as(tmp, enforce_file_format=True), fsync=True)
     return output_path

@@ -250,7 +250,12 @@ class Orthanc:
             "DicomModalities": {"litenext": [node_aet, "127.0.0.1", node_port]},
         }
         (folder / "orthanc.json").write_text(json.dumps(config))
-        self.log = open(folder / "orthanc.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.start()
+
+    def start(self) -> None:
+        """Start (or start again, on the same ports and storage) and wait until REST answers."""
+        folder = self.folder
+        self.log = open(folder / "orthanc.log", "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [orthanc_executable(), str(folder / "orthanc.json")], stdout=self.log, stderr=subprocess.STDOUT
         )
@@ -337,7 +342,7 @@ class NodeProcess:
         destination: str,
         *,
         port: int | None = None,
-        quiet_seconds: float = 60.0,
+        series_timeout: float = 60.0,
         log: Path,
         ae_title: str = "LITENEXT",
     ) -> None:
@@ -361,8 +366,8 @@ class NodeProcess:
                 str(checkpoint),
                 "--storage",
                 str(storage),
-                "--quiet-seconds",
-                str(quiet_seconds),
+                "--series-timeout",
+                str(series_timeout),
             ],
             stdout=self._log,
             stderr=subprocess.STDOUT,

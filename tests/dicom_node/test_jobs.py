@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 
-from litenext_monai.dicom_node.jobs import JobQueue, safe_name
+from litenext_monai.dicom_node.jobs import MAX_ERROR_CHARS, JobQueue, backoff_seconds, safe_name
+from litenext_monai.dicom_node.redact import PatientRedactor
 
 
 def _store(queue: JobQueue, series: str, n: int) -> list[str]:
@@ -74,7 +76,8 @@ def test_life_cycle_and_failed_jobs(tmp_path):
     assert not first.folder.exists() and len(queue) == 1
     failed = queue.mark_failed(second, "cannot segment")
     assert failed.parent == tmp_path / "failed" and len(queue) == 0
-    assert json.loads((failed / "job.json").read_text()) == {
+    saved = json.loads((failed / "job.json").read_text())
+    assert {k: saved[k] for k in ("series_uid", "state", "attempts", "refusals", "last_error")} == {
         "series_uid": "1.2.840.2",
         "state": "failed",
         "attempts": 0,
@@ -125,3 +128,124 @@ def test_seal_all_includes_series_left_by_an_earlier_run(tmp_path):
     JobQueue(tmp_path).store_instance("1.2.5", "1.2.5.1", b"x")
     queue = JobQueue(tmp_path)
     assert [j.series_uid for j in queue.seal_all()] == ["1.2.5"]
+
+
+def test_backoff_is_exponential_capped_and_never_overflows():
+    assert [backoff_seconds(n, base=1.0, cap=300.0) for n in range(1, 11)] == [
+        1,
+        2,
+        4,
+        8,
+        16,
+        32,
+        64,
+        128,
+        256,
+        300,
+    ]
+    assert backoff_seconds(0) == 1.0
+    for huge in (1024, 1025, 10**6, 10**18):  # 2.0**1024 would raise OverflowError
+        delay = backoff_seconds(huge, base=1.0, cap=300.0)
+        assert delay == 300.0 and math.isfinite(delay)
+
+
+def test_send_retry_times_are_per_job_and_the_earliest_due_goes_first(tmp_path):
+    queue = JobQueue(tmp_path)
+    jobs = []
+    for k in range(3):
+        _store(queue, f"1.2.840.{k + 1}", 1)
+        job = queue.seal(f"1.2.840.{k + 1}")
+        job.seg_path.write_bytes(b"seg")
+        queue.mark_segmented(job)
+        jobs.append(job)
+    stuck, second, third = jobs
+    queue.record_send_failure(stuck, "destination down", retry_in=3600)  # the oldest job is stuck
+    queue.record_send_failure(third, "destination down", retry_in=0.0)
+    now = time.monotonic()
+    assert queue.claim_to_send(now) is second  # due (never tried), oldest of the due ones
+    assert queue.claim_to_send(now) is third  # the stuck job does not block it
+    assert queue.claim_to_send(now) is None  # the second and third are held, the first not due
+    assert queue.next_due("segmented") == stuck.not_before
+    queue.release(second)
+    assert queue.claim_to_send(now) is second
+    # the retry time survives a restart (wall clock in job.json)
+    restarted = JobQueue(tmp_path)
+    restarted.recover()
+    again = {j.series_uid: j for j in restarted.segmented()}
+    assert again["1.2.840.1"].not_before > time.monotonic() + 3000
+    assert restarted.claim_to_send(time.monotonic()).series_uid == "1.2.840.2"
+
+
+def test_errors_in_job_files_are_redacted_and_bounded(tmp_path):
+    redactor = PatientRedactor()
+    redactor.add({"Kowalska^Anna", "Kowalska", "Anna", "PID-90210-XQ"})
+    queue = JobQueue(tmp_path, redact=redactor.redact)
+    _store(queue, "1.2.840.1", 1)
+    job = queue.seal("1.2.840.1")
+    queue.record_segment_failure(
+        job, "ValueError: bad name 'Kowalska^Anna' of PID-90210-XQ" + "x" * 900, retry_in=1.0, crash=False
+    )
+    text = (job.folder / "job.json").read_text()
+    assert "Kowalska" not in text and "PID-90210" not in text and "[redacted]" in text
+    assert len(json.loads(text)["last_error"]) == MAX_ERROR_CHARS
+    failed = queue.mark_failed(job, "TypeError: Anna was here")
+    assert json.loads((failed / "job.json").read_text())["last_error"] == "TypeError: [redacted] was here"
+
+
+def test_an_attempt_without_an_outcome_counts_as_a_crash_after_a_restart(tmp_path):
+    queue = JobQueue(tmp_path)
+    _store(queue, "1.2.840.1", 1)
+    job = queue.seal("1.2.840.1")
+    queue.record_segment_start(job)
+    queue.record_segment_failure(job, "MemoryError: ", retry_in=0.0, crash=False)  # accounted for
+    queue.record_segment_start(job)  # ... and then the node was killed during this attempt
+    saved = json.loads((job.folder / "job.json").read_text())
+    assert saved["segment_attempts"] == 2 and saved["crashes"] == 0
+    restarted = JobQueue(tmp_path)
+    restarted.recover()
+    (again,) = restarted.pending()
+    assert (again.segment_attempts, again.crashes, again.transient_failures) == (2, 1, 1)
+
+
+def test_late_instances_join_a_waiting_job_or_start_a_new_generation(tmp_path):
+    queue = JobQueue(tmp_path)
+    queue.store_instance("1.2.840.1", "1.2.3.1", b"a")
+    first = queue.seal("1.2.840.1")
+    queue.store_instance("1.2.840.1", "1.2.3.2", b"b")
+    assert queue.seal("1.2.840.1") is first  # not started yet: the late instance joins it
+    assert [p.name for p in first.instance_files()] == ["1.2.3.1.dcm", "1.2.3.2.dcm"]
+    assert queue.claim_pending() is first  # now being segmented
+    queue.store_instance("1.2.840.1", "1.2.3.3", b"c")
+    second = queue.seal("1.2.840.1")
+    assert second is not first and second.generation == 2
+    assert [p.read_bytes() for p in second.instance_files()] == [b"a", b"b", b"c"]
+    first.seg_path.write_bytes(b"seg")
+    queue.mark_segmented(first)
+    queue.release(first)
+    queue.mark_sent(first, "1.2.9.1")
+    second.seg_path.write_bytes(b"seg")
+    queue.mark_segmented(second)
+    queue.mark_sent(second, "1.2.9.2")
+    assert queue.sent_series("1.2.840.1")["generation"] == 2
+    # After delivery: the kept instances make the next SEG cover the whole series.
+    queue.store_instance("1.2.840.1", "1.2.3.2", b"B")  # a retransmission replaces its copy
+    queue.store_instance("1.2.840.1", "1.2.3.4", b"d")
+    third = queue.seal("1.2.840.1")
+    assert third.generation == 3
+    assert [p.read_bytes() for p in third.instance_files()] == [b"a", b"B", b"c", b"d"]
+    third.seg_path.write_bytes(b"seg")
+    queue.mark_segmented(third)
+    queue.mark_sent(third, "1.2.9.3")
+    assert queue.prune_sent(time.time() + 25 * 3600) == 1  # kept 24 h by default
+    assert not (tmp_path / "sent" / "1.2.840.1" / "instances").exists()
+    assert queue.sent_series("1.2.840.1")["generation"] == 3  # the generation is remembered
+    queue.store_instance("1.2.840.1", "1.2.3.5", b"e")
+    assert queue.seal("1.2.840.1").generation == 4
+
+
+def test_recover_can_leave_incoming_series_to_their_timeout(tmp_path):
+    JobQueue(tmp_path).store_instance("1.2.5", "1.2.5.1", b"x")
+    queue = JobQueue(tmp_path)
+    assert queue.recover(seal_incoming=False)["sealed_incoming"] == 0
+    assert queue.seal_idle(30.0) == [] and queue.incoming_series() == 1
+    assert [j.series_uid for j in queue.seal_idle(0.0)] == ["1.2.5"]

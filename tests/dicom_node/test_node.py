@@ -85,7 +85,7 @@ def destination() -> Iterator[DestinationSCP]:
 
 @pytest.fixture
 def node(tmp_path, destination):
-    node, log = _start_node(tmp_path, destination, quiet_seconds=60.0)
+    node, log = _start_node(tmp_path, destination, series_timeout=1.0)
     node.log = log
     yield node
     node.stop(drain=False)
@@ -163,15 +163,15 @@ def test_corrupt_instances_get_a_failure_status_and_the_node_keeps_serving(node,
     _check_seg(segs[0], series)
 
 
-def test_aborted_association_is_segmented_after_the_quiet_time(tmp_path, destination):
-    node, log = _start_node(tmp_path, destination, quiet_seconds=1.0)
+def test_aborted_association_is_segmented_after_the_series_timeout(tmp_path, destination):
+    node, log = _start_node(tmp_path, destination, series_timeout=1.0)
     try:
         series = make_series(2, seed=5)
         assert store_scu(series, node.port, release=False) == [0, 0]
         assert echo(node.port) == 0x0000  # the abort did not hurt the node
         assert destination.wait_for(1, timeout=60)
         _check_seg(destination.received[0], series)
-        assert "ended without release after 1 series" in log.text and "quiet for 1 s" in log.text
+        assert "ended without release after 1 series" in log.text and "no new instance for 1 s" in log.text
     finally:
         node.stop(drain=False)
         log.close()
@@ -179,7 +179,7 @@ def test_aborted_association_is_segmented_after_the_quiet_time(tmp_path, destina
 
 def test_unreachable_destination_is_retried_until_it_answers(tmp_path):
     destination = DestinationSCP()  # not listening yet
-    node, log = _start_node(tmp_path, destination, retry_max_seconds=0.5)
+    node, log = _start_node(tmp_path, destination, retry_max_seconds=0.5, series_timeout=0.5)
     try:
         series = make_series(1, seed=6)
         store_scu(series, node.port)
@@ -197,8 +197,8 @@ def test_unreachable_destination_is_retried_until_it_answers(tmp_path):
 
 
 def test_refused_seg_is_kept_in_failed_after_max_refusals(tmp_path):
-    destination = DestinationSCP(status=0xA700).start()  # out of resources, for ever
-    node, log = _start_node(tmp_path, destination, retry_max_seconds=0.1, max_refusals=2)
+    destination = DestinationSCP(status=0xC000).start()  # cannot understand, for ever
+    node, log = _start_node(tmp_path, destination, retry_max_seconds=0.1, max_refusals=2, series_timeout=0.5)
     try:
         store_scu(make_series(1, seed=7), node.port)
         deadline = time.monotonic() + 60
@@ -206,7 +206,7 @@ def test_refused_seg_is_kept_in_failed_after_max_refusals(tmp_path):
             time.sleep(0.1)
         (failed,) = (node.queue.root / "failed").iterdir()
         assert (failed / "seg.dcm").is_file() and len(list((failed / "instances").iterdir())) == 1
-        assert "status 0xA700" in log.text and "refused 2 times" in log.text
+        assert "status 0xC000" in log.text and "refused 2 times" in log.text
         assert len(node.queue) == 0
     finally:
         node.stop(drain=False)
@@ -214,13 +214,16 @@ def test_refused_seg_is_kept_in_failed_after_max_refusals(tmp_path):
         log.close()
 
 
-def test_failed_segmentation_is_logged_without_patient_data(tmp_path, destination):
-    def quoting_segmenter(files, output_path):
-        # Like a library that quotes an invalid attribute value in its error message.
-        raise ValueError(f"invalid PatientName {PATIENT_NAME!r} for patient {PATIENT_ID}")
+def quoting_segmenter(files, output_path):
+    """Like a library that quotes an invalid attribute value in its error message (a ValueError)."""
+    raise ValueError(f"invalid PatientName {PATIENT_NAME!r} for patient {PATIENT_ID}")
 
+
+def test_failed_segmentation_is_logged_without_patient_data(tmp_path, destination):
     # No warm-up: this segmenter quotes the test's constants, not the data it is given.
-    node, log = _start_node(tmp_path, destination, segmenter=quoting_segmenter, warm_up=False)
+    node, log = _start_node(
+        tmp_path, destination, segmenter=quoting_segmenter, warm_up=False, series_timeout=0.5
+    )
     try:
         series = make_series(1, seed=8)
         assert store_scu(series, node.port) == [0]
@@ -228,8 +231,11 @@ def test_failed_segmentation_is_logged_without_patient_data(tmp_path, destinatio
         while "could not be segmented" not in log.text and time.monotonic() < deadline:
             time.sleep(0.1)
         assert f"Series {series[0].SeriesInstanceUID}" in log.text and "[redacted]" in log.text
+        (failed,) = (node.queue.root / "failed").iterdir()  # a ValueError fails at once
+        stored = (failed / "job.json").read_text()
+        assert "ValueError" in stored and "[redacted]" in stored
         for secret in (PATIENT_NAME, PATIENT_ID, "Kowalska", "Anna"):
-            assert secret not in log.text
+            assert secret not in log.text and secret not in stored
         assert echo(node.port) == 0x0000
     finally:
         node.stop(drain=False)
@@ -237,7 +243,7 @@ def test_failed_segmentation_is_logged_without_patient_data(tmp_path, destinatio
 
 
 def test_stop_drains_what_was_received(tmp_path, destination):
-    node, log = _start_node(tmp_path, destination, quiet_seconds=600.0)
+    node, log = _start_node(tmp_path, destination, series_timeout=600.0)
     try:
         series = make_series(2, seed=9)
         store_scu(series, node.port, release=False)  # nothing would seal this for 10 minutes

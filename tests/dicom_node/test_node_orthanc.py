@@ -81,7 +81,7 @@ def pacs(tmp_path_factory, checkpoint):
         checkpoint,
         orthanc.destination,
         port=node_port,
-        quiet_seconds=3.0,
+        series_timeout=3.0,
         log=folder / "node.log",
     )
     try:
@@ -192,7 +192,7 @@ def test_kill_9_then_restart_completes_the_queue_and_sigterm_drains(tmp_path, ch
     orthanc = Orthanc(tmp_path / "orthanc", node_port)
     unreachable = f"NOBODY@127.0.0.1:{free_port()}"
     first = NodeProcess(
-        storage, checkpoint, unreachable, port=node_port, quiet_seconds=600, log=tmp_path / "1.log"
+        storage, checkpoint, unreachable, port=node_port, series_timeout=3, log=tmp_path / "1.log"
     )
     second = None
     try:
@@ -205,11 +205,11 @@ def test_kill_9_then_restart_completes_the_queue_and_sigterm_drains(tmp_path, ch
         assert _jobs(storage) == {waiting[0].SeriesInstanceUID: "segmented"}, first.log_text()
         incoming = make_series(2, seed=41)
         assert store_scu(incoming, node_port, release=False) == [0, 0]
-        first.process.send_signal(signal.SIGKILL)
+        first.process.send_signal(signal.SIGKILL)  # before the series timeout: still incoming
         assert first.wait(10) == -signal.SIGKILL
 
         second = NodeProcess(
-            storage, checkpoint, orthanc.destination, quiet_seconds=600, log=tmp_path / "2.log"
+            storage, checkpoint, orthanc.destination, series_timeout=3, log=tmp_path / "2.log"
         )
         second.wait_ready()
         studies = [waiting[0].StudyInstanceUID, incoming[0].StudyInstanceUID]
@@ -217,12 +217,10 @@ def test_kill_9_then_restart_completes_the_queue_and_sigterm_drains(tmp_path, ch
         assert [len(found[s]) for s in studies] == [1, 1], second.log_text()
         _check_seg_in_orthanc(orthanc, found[studies[0]][0], waiting, tmp_path)
         _check_seg_in_orthanc(orthanc, found[studies[1]][0], incoming, tmp_path)
-        assert "Resuming: 1 series to segment (1 of them received but not sealed), 1 SEGs to send" in (
-            second.log_text()
-        )
+        assert "Resuming: 0 series to segment, 1 SEGs to send, 1 series still receiving" in second.log_text()
 
         last = make_series(2, seed=42)
-        assert store_scu(last, second.port, release=False) == [0, 0]  # unsealed for 10 minutes
+        assert store_scu(last, second.port, release=False) == [0, 0]  # unsealed for 3 s
         second.process.send_signal(signal.SIGTERM)
         assert second.wait(SEG_TIMEOUT) == 0, second.log_text()
         found = orthanc.seg_series(last[0].StudyInstanceUID)

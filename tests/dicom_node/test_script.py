@@ -68,3 +68,33 @@ def test_missing_checkpoint_exits_2_naming_it(script, tmp_path, capsys):
 def test_bad_quiet_time_exits_2(script, tmp_path, capsys):
     assert script.main(_args(tmp_path, **{"--quiet-seconds": "0"})) == 2
     assert "--quiet-seconds must be positive" in capsys.readouterr().err
+
+
+def test_bad_series_timeout_and_segment_code_exit_2(script, tmp_path, capsys):
+    assert script.main(_args(tmp_path, **{"--series-timeout": "0"})) == 2
+    assert "--series-timeout must be positive" in capsys.readouterr().err
+    assert script.main(_args(tmp_path, **{"--segment-code": "SCT-10200004"})) == 2
+    assert "SCHEME:VALUE:MEANING" in capsys.readouterr().err
+
+
+def test_pipeline_flags_are_parsed(script):
+    args = script.build_parser().parse_args(
+        [
+            "--destination", "A@h:1", "--checkpoint", "m.pt", "--storage", "s",
+            "--series-timeout", "5", "--max-attempts", "3", "--max-send-hours", "2",
+            "--keep-sent-hours", "0", "--segment-label", "Liver", "--segment-code", "SCT:10200004:Liver",
+            "--series-description", "RUO", "--segment-timeout", "600",
+        ]
+    )  # fmt: skip
+    assert (args.series_timeout, args.max_attempts, args.max_send_hours, args.keep_sent_hours) == (5, 3, 2, 0)
+    assert (args.segment_label, args.segment_code, args.series_description) == (
+        "Liver",
+        "SCT:10200004:Liver",
+        "RUO",
+    )
+    assert (
+        script.build_parser()
+        .parse_args(["--destination", "A@h:1", "--checkpoint", "m", "--storage", "s"])
+        .series_description
+        == "research use only"
+    )

@@ -95,7 +95,7 @@ def test_projection_image_gets_pixel_measures_and_patient_orientation(tmp_path: 
 def test_non_conformant_source_gives_a_valid_seg_and_a_warning_naming_the_file(tmp_path: Path) -> None:
     files = write_ct_series(tmp_path / "ct", [disk_image()], patient_sex="female")
     before = source_bytes(files)
-    with pytest.warns(UserWarning, match=r"slice_0\.dcm: non-conformant source attributes PatientSex"):
+    with pytest.warns(UserWarning, match=r"slice_0\.dcm: non-conformant source attributes: PatientSex"):
         out = write_dicom_seg(files, _masks(1), tmp_path / "seg.dcm")
     assert dciodvfy_errors(out) == []
     assert read_seg(out).PatientSex == "F"
