@@ -11,12 +11,12 @@ from litenext_monai.dicom_node.node import (
     Segmenter,
     checkpoint_segmenter,
     checkpoint_worker,
-    synthetic_mr_series,
 )
 from litenext_monai.dicom_node.receiver import InstanceRejected, StorageReceiver, check_instance
 from litenext_monai.dicom_node.redact import PatientRedactor, configure_node_logging
 from litenext_monai.dicom_node.sender import Destination, SendError, parse_destination, send_file
 from litenext_monai.dicom_node.sop_classes import IMAGE_STORAGE_CLASSES, is_image_storage
+from litenext_monai.dicom_node.synthetic import synthetic_mr_series
 from litenext_monai.dicom_node.worker import (
     InProcessWorker,
     SegmentationError,

@@ -108,12 +108,12 @@ class SegmenterFactory:
 
 
 def _warm_up(segmenter: Segmenter) -> None:
-    from .node import _write_warm_up_series
+    from .synthetic import write_warm_up_series
 
     folder = Path(tempfile.mkdtemp(prefix="litenext-warm-up-"))
     start = time.perf_counter()
     try:
-        files = _write_warm_up_series(folder)
+        files = write_warm_up_series(folder)
         segmenter(files, folder / "seg.dcm")
         logger.info("Warm-up segmentation took %.2f s", time.perf_counter() - start)
     except Exception as err:  # noqa: BLE001 - only a speed-up; real series report their own errors
