@@ -252,3 +252,28 @@ def test_ema_target_stays_in_eval_mode_while_training():
     # and the target's output is deterministic (no dropout), as an eval-mode module's is
     x = torch.rand(2, 3, 8, 8)
     torch.testing.assert_close(target(x)[0], target(x)[0])
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="float16 GradScaler is CUDA-only; no CUDA device here"
+)
+def test_ema_skips_the_iteration_whose_float16_step_the_scaler_skipped():
+    trainer, net, ema = _build(serp=True, device="cuda", amp=True, amp_dtype="float16", momentum=0.5)
+    first = next(p for p in net.encoder.parameters())
+    # iteration 1 gets an inf gradient: GradScaler skips that optimiser step (and lowers its scale)
+    first.register_hook(lambda g: g * float("inf") if trainer.state.iteration == 1 else g)
+    steps, updates = [], []
+    trainer.optimizer.register_step_post_hook(lambda *_: steps.append(trainer.state.iteration))
+    from litenext_monai.engines.trainer import OptimizerEvents
+
+    trainer.add_event_handler(OptimizerEvents.STEP_COMPLETED, lambda e: updates.append(e.state.iteration))
+    before = [p.detach().clone() for p in ema.ema_model.parameters()]
+    snapshot = {}
+    trainer.add_event_handler(
+        Events.ITERATION_COMPLETED(once=1),
+        lambda e: snapshot.update(target=[p.detach().clone() for p in ema.ema_model.parameters()]),
+    )
+    trainer.run()
+    assert steps == [2] and updates == [2]  # only iteration 2 really stepped
+    for a, b in zip(before, snapshot["target"]):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)  # no EMA update after the skipped step
