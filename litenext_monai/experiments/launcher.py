@@ -236,7 +236,10 @@ def serve(preload: Sequence[str]) -> None:  # pragma: no cover - runs in the ser
             pass  # the child already set it (EACCES after exec) or has already exited
         _write_line(protocol, {"pid": pid})
         code, timed_out = _wait_child(pid, request.get("timeout"), requests)
-        _write_line(protocol, {"exit": code, "timed_out": timed_out})
+        try:
+            _write_line(protocol, {"exit": code, "timed_out": timed_out})
+        except BrokenPipeError:
+            break  # the client has gone away
 
 
 class BundleLauncher:
