@@ -20,6 +20,7 @@ import io
 import logging
 import math
 import os
+import pickle
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -86,9 +87,10 @@ class LastCheckpointHandler:
     atomically, so a process killed at any moment leaves the previous epoch's complete file;
     a resumed run therefore loses at most the epoch that was running.
 
-    With ``resume=True`` the file, when it exists, is loaded with ``torch.load(weights_only=True)``
-    at ``STARTED`` and training continues after its epoch; the configured ``max_epochs`` is kept,
-    so a resumed run ends at the same epoch count as an uninterrupted one.
+    With ``resume=True`` the file, when it exists, is loaded at ``STARTED`` by MONAI's
+    ``CheckpointLoader`` (``torch.load(weights_only=True)``) and training continues after its
+    epoch; the configured ``max_epochs`` is kept, so a resumed run ends at the same epoch count as
+    an uninterrupted one. (The saving stays ours: MONAI's ``CheckpointSaver`` is not atomic.)
 
     Attach it to the trainer AFTER the ``ValidationHandler`` so each saved epoch includes its
     validation (best score, scheduler step).
@@ -135,26 +137,33 @@ class LastCheckpointHandler:
         _save_torch_atomic(state, self.save_path)
 
     def load(self, engine: Engine) -> None:
-        """Restore every object and the engine's epoch from ``save_path`` if it exists."""
+        """Restore every object and the engine's epoch from ``save_path`` if it exists.
+
+        The loading is MONAI's ``CheckpointLoader`` (``torch.load(weights_only=True)``, then
+        Ignite's ``Checkpoint.load_objects`` into every object of ``save_dict`` and the engine,
+        keeping the configured ``max_epochs``); this handler adds the missing-file case (train
+        from scratch) and errors that name the file.
+
+        Raises:
+            ValueError: the file is not a checkpoint of these objects (a key is missing, a shape
+                differs, it holds pickled objects other than tensors and containers, or its
+                epoch exceeds ``max_epochs``); the message names the file.
+        """
+        from monai.handlers import CheckpointLoader
+
         if not self.save_path.is_file():
             logger.warning("resume requested but %s does not exist; training from scratch.", self.save_path)
             return
-        checkpoint = torch.load(self.save_path, map_location=self.map_location, weights_only=True)
-        missing = [k for k in (*self.save_dict, self.engine_key) if k not in checkpoint]
-        if missing:
-            raise ValueError(
-                f"{self.save_path}: the checkpoint lacks {missing}; it has {sorted(checkpoint)}."
-            )
-        for name, obj in self.save_dict.items():
-            obj.load_state_dict(checkpoint[name])
-        max_epochs = engine.state.max_epochs
-        engine.load_state_dict(checkpoint[self.engine_key])
-        if max_epochs is not None:
-            if engine.state.epoch > max_epochs:
-                raise ValueError(
-                    f"{self.save_path}: checkpoint epoch {engine.state.epoch} exceeds max_epochs {max_epochs}."
-                )
-            engine.state.max_epochs = max_epochs
+        loader = CheckpointLoader(
+            load_path=str(self.save_path),
+            load_dict={**self.save_dict, self.engine_key: engine},
+            name=logger.name,
+            map_location=self.map_location,  # type: ignore[arg-type]  # passed on to torch.load
+        )
+        try:
+            loader(engine)
+        except (KeyError, RuntimeError, TypeError, ValueError, pickle.UnpicklingError) as err:
+            raise ValueError(f"{self.save_path}: cannot resume from this checkpoint: {err}") from err
         logger.info("resumed from %s at epoch %d.", self.save_path, engine.state.epoch)
 
 

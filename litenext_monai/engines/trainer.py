@@ -8,13 +8,16 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
+from ignite.engine import EventEnum
+from ignite.handlers import EMAHandler
 from monai.engines import SupervisedTrainer
 from monai.engines.trainer import Trainer
 from monai.engines.utils import IterationEvents
+from monai.utils import ensure_tuple
 from monai.utils.enums import CommonKeys as Keys
 from torch import nn
 
-__all__ = ["SegmentationTrainer", "DEFAULT_LOSS_INPUTS"]
+__all__ = ["SegmentationTrainer", "OptimizerEvents", "DEFAULT_LOSS_INPUTS"]
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +25,17 @@ _AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 #: Batch entries handed to the loss as keyword arguments, when the loss accepts them: the MWL
 #: weight map that ``MarginalWeightMapd`` writes next to the label.
 DEFAULT_LOSS_INPUTS = {"weight_map": "label_weight"}
+
+
+class OptimizerEvents(EventEnum):
+    """Events :class:`SegmentationTrainer` fires around its optimiser.
+
+    ``STEP_COMPLETED`` fires right after an iteration's optimiser step, and only then: with
+    ``accumulation_steps=k`` it fires on every k-th iteration (and at the end of an epoch), and
+    with float16 AMP it does not fire when the ``GradScaler`` skipped the step (inf/NaN gradients).
+    """
+
+    STEP_COMPLETED = "optimizer_step_completed"
 
 
 def _keyword_names(loss_function: Callable) -> set[str] | None:
@@ -50,7 +64,11 @@ class SegmentationTrainer(SupervisedTrainer):
       :class:`~litenext_monai.networks.SeRPNetwork` and
       ``prepare_batch=PrepareBatchExtraInput({"weak": "image_weak"})`` the extras are SeRP's
       online and target embeddings; the EMA target update is Ignite's ``EMAHandler``, attached
-      as a train handler (it runs after the optimiser step).
+      as a train handler.
+    * **An ``EMAHandler`` among ``train_handlers`` updates after optimiser steps only**: it is
+      attached to :attr:`OptimizerEvents.STEP_COMPLETED` instead of ``ITERATION_COMPLETED``, so
+      with gradient accumulation the EMA moves once per optimiser step, not once per iteration
+      (an EMA attached by hand should pass ``event=OptimizerEvents.STEP_COMPLETED`` itself).
     * **Losses may take batch extras and return a dict.** ``loss_inputs`` maps loss keyword
       arguments to batch keys (default: the MWL ``weight_map`` from ``label_weight``); each is
       passed only if the batch has it and the loss accepts it, so the same pipeline feeds
@@ -85,6 +103,7 @@ class SegmentationTrainer(SupervisedTrainer):
         use_amp = bool(amp) and torch.device(device).type == "cuda"
         if amp and not use_amp:
             logger.info("Mixed precision is CUDA-only; training in float32 on %s.", device)
+        event_names = list(kwargs.pop("event_names", None) or [])
         super().__init__(
             device=device,
             max_epochs=max_epochs,
@@ -94,6 +113,7 @@ class SegmentationTrainer(SupervisedTrainer):
             loss_function=loss_function,
             amp=use_amp,
             amp_kwargs={"dtype": _AMP_DTYPES[amp_dtype]},
+            event_names=[*event_names, OptimizerEvents],
             **kwargs,
         )
         self.amp_dtype = amp_dtype
@@ -105,6 +125,14 @@ class SegmentationTrainer(SupervisedTrainer):
         use_scaler = self.amp and self.amp_dtype == "float16"
         self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
         super(Trainer, self).run()
+
+    def _register_handlers(self, handlers: Any) -> None:
+        """Attach ``handlers``; an Ignite ``EMAHandler`` to optimiser steps, not iterations."""
+        for handler in ensure_tuple(handlers):
+            if isinstance(handler, EMAHandler):
+                handler.attach(self, event=OptimizerEvents.STEP_COMPLETED)
+            else:
+                handler.attach(self)
 
     def _accepts(self, name: str) -> bool:
         return self._loss_keywords is None or name in self._loss_keywords
@@ -175,11 +203,16 @@ class SegmentationTrainer(SupervisedTrainer):
             scaled.backward()
         engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
         if should_step:
+            stepped = True
             if engine.scaler is not None:
+                scale = engine.scaler.get_scale()
                 engine.scaler.step(engine.optimizer)
                 engine.scaler.update()
+                stepped = engine.scaler.get_scale() >= scale  # the scale drops iff the step was skipped
             else:
                 engine.optimizer.step()
+            if stepped:
+                engine.fire_event(OptimizerEvents.STEP_COMPLETED)
 
         for name, value in losses.items():
             if name != "loss":

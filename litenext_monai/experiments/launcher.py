@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 __all__ = ["BundleLauncher", "PRELOAD"]
 
@@ -33,6 +33,9 @@ __all__ = ["BundleLauncher", "PRELOAD"]
 PRELOAD = ("torch", "monai.bundle", "monai.handlers", "ignite.engine", "mlflow", "litenext_monai.engines")
 
 _BUNDLE_PREFIX = ("-m", "monai.bundle")
+#: Seconds past a command's timeout after which a silent server counts as hung (it kills the
+#: command itself at the timeout, so only a broken server is ever this late).
+_SERVER_GRACE_S = 60.0
 
 
 def _child(
@@ -95,32 +98,148 @@ def _child(
     os._exit(code)
 
 
+class _LineReader:
+    """Read ``\n``-terminated lines from a raw file descriptor, with an optional deadline.
+
+    ``select()`` on a buffered file object misses lines that its buffer already holds (two replies
+    that arrived together), so this reader keeps its own buffer: it waits on the descriptor only
+    when no complete line is buffered, and reads with ``os.read`` (whatever is there, never more
+    than a pipe holds).
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._buffer = b""
+
+    def readline(self, deadline: float | None = None) -> bytes | None:
+        """The next line (without its ``\n``); ``b""`` at end of file; ``None`` at the deadline.
+
+        Args:
+            deadline: ``time.monotonic()`` value after which to give up; ``None`` waits forever.
+        """
+        while b"\n" not in self._buffer:
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                ready = remaining > 0 and select.select([self.fd], [], [], remaining)[0]
+                if not ready:
+                    return None
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                return b""
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line
+
+    def fill(self) -> bool:
+        """Read once what the descriptor has (it must be readable); ``False`` at end of file."""
+        chunk = os.read(self.fd, 65536)
+        self._buffer += chunk
+        return bool(chunk)
+
+
+def _write_line(fd: int, message: Mapping[str, Any]) -> None:
+    data = (json.dumps(message) + "\n").encode()
+    while data:
+        data = data[os.write(fd, data) :]
+
+
+def _exited(pid: int) -> bool:
+    """Whether child ``pid`` has ended, WITHOUT reaping it (its pid and process group stay reserved)."""
+    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+
+
+def _kill_group(pid: int) -> None:
+    """SIGKILL the process group of the not-yet-reaped child ``pid`` (its own group: pgid == pid)."""
+    for target in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
+        try:
+            target()
+            return
+        except (ProcessLookupError, PermissionError):
+            continue
+
+
+def _wait_child(pid: int, timeout: float | None, client: _LineReader) -> tuple[int, bool]:
+    """Wait for child ``pid``; at ``timeout`` seconds kill its whole process group.
+
+    The child is reaped only here, after any signal, so no signal can reach a recycled pid. The
+    wait also ends (with the group killed) if the client closes the protocol (it has gone away).
+
+    Returns:
+        ``(exit status, timed out)``; the status is negative when a signal ended the child.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        pidfd: int | None = os.pidfd_open(pid)  # Linux >= 5.3: readable when the child exits
+    except (AttributeError, OSError):
+        pidfd = None
+    timed_out = False
+    try:
+        while not _exited(pid):
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                timed_out = True
+                _kill_group(pid)
+                break
+            step = 0.05 if pidfd is None else remaining
+            if step is not None and remaining is not None:
+                step = min(step, remaining)
+            watched = [client.fd] if pidfd is None else [client.fd, pidfd]
+            ready = select.select(watched, [], [], step)[0]
+            if client.fd in ready and not client.fill():
+                _kill_group(pid)  # the client went away: do not leave its command running
+                break
+    except BaseException:
+        _kill_group(pid)  # e.g. KeyboardInterrupt: the child is in its own group, Ctrl-C missed it
+        os.waitpid(pid, 0)
+        raise
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), timed_out
+
+
 def serve(preload: Sequence[str]) -> None:  # pragma: no cover - runs in the server process
     """The server: import ``preload``, then fork one child per JSON request read from stdin.
 
-    Protocol (one JSON object per line): request ``{"argv", "cwd", "env", "stdout", "stderr"}``;
-    replies ``{"pid": N}`` once the child exists, then ``{"exit": status}`` (negative: killed by
-    that signal, as :attr:`subprocess.Popen.returncode`). End of input stops the server.
+    Protocol (one JSON object per line): request ``{"argv", "cwd", "env", "stdout", "stderr",
+    "timeout"}``; replies ``{"pid": N}`` once the child exists, then ``{"exit": status,
+    "timed_out": bool}`` (status negative: killed by that signal, as
+    :attr:`subprocess.Popen.returncode`). Each child leads its own process group; at its timeout
+    the server SIGKILLs that whole group (DataLoader workers and any other grandchildren) before
+    it reaps the child. End of input stops the server.
     """
     import importlib
 
-    protocol = os.fdopen(os.dup(1), "w", buffering=1)
+    protocol = os.dup(1)
     os.dup2(2, 1)  # stray prints of the imports go to stderr, not into the protocol
     for name in preload:
         importlib.import_module(name)
-    protocol.write(json.dumps({"ready": True}) + "\n")
-    for line in sys.stdin:
+    requests = _LineReader(0)
+    _write_line(protocol, {"ready": True})
+    while True:
+        line = requests.readline()
+        if not line:
+            break
         request = json.loads(line)
         pid = os.fork()
         if pid == 0:
             try:
-                protocol.close()
+                os.setpgid(0, 0)
+                os.close(protocol)
                 _child(request["argv"], request["cwd"], request["env"], request["stdout"], request["stderr"])
             finally:
                 os._exit(1)
-        protocol.write(json.dumps({"pid": pid}) + "\n")
-        _, status = os.waitpid(pid, 0)
-        protocol.write(json.dumps({"exit": os.waitstatus_to_exitcode(status)}) + "\n")
+        try:
+            os.setpgid(pid, pid)  # also here: whichever of parent and child runs first sets it
+        except OSError:
+            pass  # the child already set it (EACCES after exec) or has already exited
+        _write_line(protocol, {"pid": pid})
+        code, timed_out = _wait_child(pid, request.get("timeout"), requests)
+        try:
+            _write_line(protocol, {"exit": code, "timed_out": timed_out})
+        except BrokenPipeError:
+            break  # the client has gone away
 
 
 class BundleLauncher:
@@ -144,6 +263,7 @@ class BundleLauncher:
         self.preload = list(preload)
         self.fresh = fresh or not hasattr(os, "fork")
         self._server: subprocess.Popen | None = None
+        self._replies = _LineReader(-1)
         self._lock = threading.Lock()
 
     @staticmethod
@@ -160,9 +280,8 @@ class BundleLauncher:
         if self._server is not None and self._server.poll() is None:
             return self._server
         code = f"from litenext_monai.experiments.launcher import serve; serve({self.preload!r})"
-        server = subprocess.Popen(
-            [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
-        )
+        server = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self._replies = _LineReader(server.stdout.fileno())  # type: ignore[union-attr]
         reply = self._read(server, None)
         if not reply.get("ready"):
             server.kill()
@@ -170,14 +289,14 @@ class BundleLauncher:
         self._server = server
         return server
 
-    @staticmethod
-    def _read(server: subprocess.Popen, timeout: float | None) -> dict[str, Any]:
-        stream: IO[str] = server.stdout  # type: ignore[assignment]
-        if timeout is not None:
-            ready, _, _ = select.select([stream], [], [], max(0.0, timeout))
-            if not ready:
-                raise subprocess.TimeoutExpired("bundle launcher", timeout)
-        line = stream.readline()
+    def _read(self, server: subprocess.Popen, deadline: float | None) -> dict[str, Any]:
+        line = self._replies.readline(deadline)
+        if line is None:
+            # The server enforces command timeouts itself; silence past its grace means it hangs.
+            server.kill()
+            server.wait()
+            self._server = None
+            raise RuntimeError("the bundle launcher server stopped answering; it was killed")
         if not line:
             raise RuntimeError(f"the bundle launcher server ended (exit status {server.wait()})")
         return json.loads(line)
@@ -225,37 +344,47 @@ class BundleLauncher:
         stderr = stdout if stderr is None else str(Path(stderr).resolve())
         if self.fresh or not self.is_bundle_command(cmd):
             return self._subprocess(cmd, stdout, stderr, cwd, env, timeout)
-        request = {"argv": list(cmd[3:]), "cwd": cwd, "env": env, "stdout": stdout, "stderr": stderr}
+        request = {
+            "argv": list(cmd[3:]),
+            "cwd": cwd,
+            "env": env,
+            "stdout": stdout,
+            "stderr": stderr,
+            "timeout": timeout,
+        }
         with self._lock:
             server = self._start()
-            server.stdin.write(json.dumps(request) + "\n")  # type: ignore[union-attr]
+            server.stdin.write((json.dumps(request) + "\n").encode())  # type: ignore[union-attr]
             server.stdin.flush()  # type: ignore[union-attr]
-            pid = int(self._read(server, None)["pid"])
-            deadline = None if timeout is None else time.monotonic() + timeout
-            try:
-                reply = self._read(server, None if deadline is None else deadline - time.monotonic())
-            except subprocess.TimeoutExpired:
-                os.kill(pid, signal.SIGKILL)
-                self._read(server, None)
-                raise subprocess.TimeoutExpired(list(cmd), timeout or 0.0) from None
-            return int(reply["exit"])
+            self._read(server, None)  # {"pid": N}: the child exists
+            # The server kills the command at its timeout; this deadline only guards against a hung server.
+            deadline = None if timeout is None else time.monotonic() + timeout + _SERVER_GRACE_S
+            reply = self._read(server, deadline)
+        if reply.get("timed_out"):
+            raise subprocess.TimeoutExpired(list(cmd), timeout or 0.0)
+        return int(reply["exit"])
 
     @staticmethod
     def _subprocess(
         cmd: Sequence[str], stdout: str, stderr: str, cwd: str, env: dict[str, str], timeout: float | None
     ) -> int:
+        """Run ``cmd`` as a subprocess leading its own process group; a timeout kills the whole group."""
         with open(stdout, "a", encoding="utf-8") as out:
-            if stderr == stdout:
-                return subprocess.run(
-                    list(cmd),
-                    cwd=cwd,
-                    env=env,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    timeout=timeout,
-                    check=False,
-                ).returncode
-            with open(stderr, "a", encoding="utf-8") as err:
-                return subprocess.run(
-                    list(cmd), cwd=cwd, env=env, stdout=out, stderr=err, timeout=timeout, check=False
-                ).returncode
+            err = subprocess.STDOUT if stderr == stdout else open(stderr, "a", encoding="utf-8")  # noqa: SIM115
+            try:
+                process = subprocess.Popen(
+                    list(cmd), cwd=cwd, env=env, stdout=out, stderr=err, start_new_session=True
+                )
+            finally:
+                if err is not subprocess.STDOUT:
+                    err.close()  # type: ignore[union-attr]
+            try:
+                return process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                _kill_group(process.pid)  # not reaped yet: wait() timed out, so the pid is still ours
+                process.wait()
+                raise subprocess.TimeoutExpired(list(cmd), timeout or 0.0) from None
+            except BaseException:
+                _kill_group(process.pid)
+                process.wait()
+                raise

@@ -17,9 +17,10 @@ import contextlib
 import contextvars
 import hashlib
 import hmac
+import logging
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,10 @@ __all__ = [
     "read_dicom_frames",
     "read_dicom_series",
     "dicom_affine",
+    "slice_order",
 ]
+
+logger = logging.getLogger(__name__)
 
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 
@@ -211,27 +215,94 @@ def _grey_frame(ds: Dataset, frame: np.ndarray, voi: bool) -> tuple[np.ndarray, 
     return values, value_range, voi_applied
 
 
+#: highdicom's pixel index convention of our voxel order: first index the row (down, "D"), second
+#: the column (right, "R"). Our slice axis is ``cross(IOP[:3], IOP[3:])`` (the DICOM slice normal),
+#: which after (D, R) makes a LEFT-handed index frame in highdicom's terms.
+_ROW_COLUMN = ("D", "R")
+_SLICE_HANDEDNESS = "LEFT_HANDED"
+
+
+def _positive_spacing(ds: Dataset) -> list[float]:
+    """Pixel Spacing (row, column) in mm; unit spacing when it is missing or not two positive numbers."""
+    try:
+        spacing = [float(v) for v in ds.get("PixelSpacing", [1.0, 1.0])]
+    except (TypeError, ValueError):
+        spacing = []
+    if len(spacing) != 2 or not all(np.isfinite(spacing)) or min(spacing) <= 0:
+        logger.warning(
+            "Pixel Spacing %r is not two positive numbers; unit spacing used.", ds.get("PixelSpacing")
+        )
+        return [1.0, 1.0]
+    return spacing
+
+
 def dicom_affine(ds: Dataset, slice_step: float | None = None) -> np.ndarray:
     """4×4 affine mapping voxel ``(row, column, slice)`` to world RAS mm.
 
-    Uses Image Position/Orientation (Patient) and Pixel Spacing; identity directions and unit
-    spacing where they are missing (e.g. secondary-capture images). ``slice_step`` is the
-    signed distance between consecutive slices (default: Spacing Between Slices, Slice
-    Thickness, or 1).
+    Built by highdicom's ``create_affine_matrix_from_attributes`` (DICOM PS3.3 C.7.6.2.1.1) from
+    Image Position/Orientation (Patient) and Pixel Spacing, in our index order (row first, then
+    column, then slice along ``cross(row cosines, column cosines)``), then turned from DICOM's
+    LPS into RAS. Identity directions and unit spacing where they are missing (e.g.
+    secondary-capture images). ``slice_step`` is the signed distance between consecutive
+    slices (default: Spacing Between Slices, Slice Thickness, or 1).
+
+    Raises:
+        ValueError: Image Position/Orientation (Patient) is not 3/6 numbers (message names the file).
     """
-    orientation = np.asarray(ds.get("ImageOrientationPatient", [1, 0, 0, 0, 1, 0]), dtype=np.float64)
-    col_dir, row_dir = orientation[:3], orientation[3:]
-    spacing = np.asarray(ds.get("PixelSpacing", [1.0, 1.0]), dtype=np.float64)
-    position = np.asarray(ds.get("ImagePositionPatient", [0.0, 0.0, 0.0]), dtype=np.float64)
+    from highdicom.spatial import create_affine_matrix_from_attributes
+
     if slice_step is None:
         slice_step = float(ds.get("SpacingBetweenSlices", 0) or ds.get("SliceThickness", 0) or 1.0)
-    affine = np.eye(4)
-    # Moving down one row goes along the column direction cosine (IOP[3:6]) by the row spacing.
-    affine[:3, 0] = row_dir * spacing[0]
-    affine[:3, 1] = col_dir * spacing[1]
-    affine[:3, 2] = np.cross(col_dir, row_dir) * slice_step
-    affine[:3, 3] = position
-    return _LPS_TO_RAS @ affine
+    try:
+        lps = create_affine_matrix_from_attributes(
+            image_position=[float(v) for v in ds.get("ImagePositionPatient", [0.0, 0.0, 0.0])],
+            image_orientation=[float(v) for v in ds.get("ImageOrientationPatient", [1, 0, 0, 0, 1, 0])],
+            pixel_spacing=_positive_spacing(ds),
+            spacing_between_slices=float(slice_step),
+            index_convention=_ROW_COLUMN,
+            handedness=_SLICE_HANDEDNESS,
+        )
+    except (TypeError, ValueError) as err:
+        name = getattr(ds, "filename", None) or "<dataset>"
+        raise ValueError(f"{name}: cannot build the image affine: {err}") from err
+    return _LPS_TO_RAS @ lps
+
+
+def _slice_normal(ds: Dataset) -> np.ndarray:
+    """Unit normal ``cross(row cosines, column cosines)`` of ``ds``'s image plane (LPS)."""
+    from highdicom.spatial import get_normal_vector
+
+    orientation = [float(v) for v in ds.ImageOrientationPatient]
+    return get_normal_vector(orientation, index_convention=_ROW_COLUMN, handedness=_SLICE_HANDEDNESS)
+
+
+def slice_order(headers: Sequence[Dataset]) -> list[int]:
+    """Indices of ``headers`` (single-frame images of one series) in slice order.
+
+    With Image Position and Orientation (Patient) in every header and one orientation, the order
+    is highdicom's ``get_dataset_sort_index`` (the index form of ``highdicom.spatial.sort_datasets``):
+    increasing projection of the position onto the slice normal ``cross(row cosines, column
+    cosines)``. Otherwise (positions missing, orientations that differ, multi-frame headers) by
+    Instance Number, else as given. Equal keys keep no particular order (NumPy's ``argsort``).
+    """
+    from highdicom.spatial import get_dataset_sort_index
+
+    n = len(headers)
+    if n and all("ImagePositionPatient" in h and "ImageOrientationPatient" in h for h in headers):
+        try:
+            return [
+                int(i)
+                for i in get_dataset_sort_index(
+                    list(headers), index_convention=_ROW_COLUMN, handedness=_SLICE_HANDEDNESS
+                )
+            ]
+        except (AttributeError, TypeError, ValueError):
+            pass  # e.g. "Datasets do not have a consistent orientation."
+    try:
+        numbers = [int(h.get("InstanceNumber")) for h in headers]
+    except (TypeError, ValueError):
+        return list(range(n))
+    return sorted(range(n), key=lambda i: (numbers[i], i))
 
 
 def _frame_meta(ds: Dataset, path: Path, array: np.ndarray, value_range, voi_applied: bool) -> dict:
@@ -317,8 +388,9 @@ def read_dicom(path: str | os.PathLike, voi: bool = False) -> tuple[np.ndarray, 
 def read_dicom_series(folder: str | os.PathLike) -> tuple[np.ndarray, dict]:
     """Read a folder holding one DICOM series as a volume, ordered by slice position.
 
-    Slices are sorted by the projection of Image Position (Patient) onto the slice normal, not
-    by file name (falling back to Instance Number when positions are missing). Files that are
+    Slices are sorted by :func:`slice_order` (highdicom: the projection of Image Position
+    (Patient) onto the slice normal), not by file name, falling back to Instance Number when
+    positions are missing or orientations differ. Files that are
     not DICOM images (DICOMDIR, notes) are ignored.
 
     Returns:
@@ -345,16 +417,14 @@ def read_dicom_series(folder: str | os.PathLike) -> tuple[np.ndarray, dict]:
     if len(series) > 1:
         raise ValueError(f"{folder}: holds {len(series)} DICOM series; put each series in its own folder")
     first = headers[0][1]
-    orientation = np.asarray(first.get("ImageOrientationPatient", [1, 0, 0, 0, 1, 0]), dtype=np.float64)
-    normal = np.cross(orientation[:3], orientation[3:])
-
-    def position(ds: Dataset) -> float:
-        if "ImagePositionPatient" in ds:
-            return float(np.dot(normal, np.asarray(ds.ImagePositionPatient, dtype=np.float64)))
-        return float(ds.get("InstanceNumber", 0) or 0)
-
-    headers.sort(key=lambda item: position(item[1]))
-    positions = [position(ds) for _, ds in headers]
+    headers = [headers[i] for i in slice_order([ds for _, ds in headers])]
+    if all("ImagePositionPatient" in ds and "ImageOrientationPatient" in ds for _, ds in headers):
+        normal = _slice_normal(headers[0][1])
+        positions = [
+            float(np.dot(normal, np.asarray(ds.ImagePositionPatient, dtype=np.float64))) for _, ds in headers
+        ]
+    else:
+        positions = [float(ds.get("InstanceNumber", 0) or 0) for _, ds in headers]
     shapes = {(int(ds.Rows), int(ds.Columns)) for _, ds in headers}
     if len(shapes) > 1:
         raise ValueError(f"{folder}: slices have different sizes {sorted(shapes)}")

@@ -250,27 +250,15 @@ def read_dicom_headers(files: Sequence[str | os.PathLike]) -> list[Dataset]:
 
 
 def position_order(headers: Sequence[Dataset]) -> list[int]:
-    """Indices of ``headers`` in slice order.
+    """Indices of ``headers`` in slice order: :func:`litenext_monai.io.dicom.slice_order`.
 
-    Sorted by the projection of Image Position (Patient) onto the slice normal when every
-    instance has a position and orientation, else by Instance Number, else kept as given.
+    Sorted by highdicom (projection of Image Position (Patient) onto the slice normal) when every
+    instance has a position and they share one orientation, else by Instance Number, else kept
+    as given.
     """
-    n = len(headers)
-    if n and all("ImagePositionPatient" in h and "ImageOrientationPatient" in h for h in headers):
-        try:
-            orientation = np.asarray(headers[0].ImageOrientationPatient, dtype=np.float64)
-            normal = np.cross(orientation[:3], orientation[3:])
-            keys = [
-                float(np.dot(normal, np.asarray(h.ImagePositionPatient, dtype=np.float64))) for h in headers
-            ]
-            return sorted(range(n), key=lambda i: (keys[i], i))
-        except (TypeError, ValueError):
-            pass
-    try:
-        numbers = [int(h.get("InstanceNumber")) for h in headers]
-    except (TypeError, ValueError):
-        return list(range(n))
-    return sorted(range(n), key=lambda i: (numbers[i], i))
+    from .dicom import slice_order
+
+    return slice_order(headers)
 
 
 def _name(ds: Dataset) -> str:

@@ -104,7 +104,18 @@ class SeRPNetwork(nn.Module):
         self.network = network
         self.projector = ProjectorS(channels, hidden_channels)
         self.target_projector = ProjectorT()
-        self.target_encoder = target_encoder.requires_grad_(False)
+        self.target_encoder = target_encoder.requires_grad_(False).eval()
+
+    def train(self, mode: bool = True) -> SeRPNetwork:
+        """Set the network and projector to ``mode``; the EMA target encoder always stays in eval.
+
+        The target only follows the online encoder through EMA updates: in train mode its
+        BatchNorm layers would also update their running statistics from the weak views and its
+        dropout would drop, so it is kept in eval mode whatever ``mode`` is.
+        """
+        super().train(mode)
+        self.target_encoder.eval()
+        return self
 
     def forward(self, x: torch.Tensor, weak: torch.Tensor | None = None):
         features = self.network.forward_features(x)

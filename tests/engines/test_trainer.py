@@ -17,7 +17,7 @@ from litenext_monai.losses import LiteNeXtLoss
 from litenext_monai.networks import LiteNeXt, SeRPNetwork
 
 
-def _loader(n: int = 4, size: int = 32, channels: int = 3) -> DataLoader:
+def _loader(n: int = 4, size: int = 32, channels: int = 3) -> DataLoader:  # batches of 2
     g = torch.Generator().manual_seed(0)
     items = []
     for _ in range(n):
@@ -33,16 +33,16 @@ def _loader(n: int = 4, size: int = 32, channels: int = 3) -> DataLoader:
     return DataLoader(items, batch_size=2)
 
 
-def _build(serp: bool, momentum: float = 0.9, device: str = "cpu", **kwargs):
+def _build(serp: bool, momentum: float = 0.9, device: str = "cpu", net=None, n: int = 4, **kwargs):
     torch.manual_seed(0)
-    net = LiteNeXt(base_channels=4).to(device)
+    net = (LiteNeXt(base_channels=4) if net is None else net).to(device)
     ema = EMAHandler(net.encoder, momentum=1.0 - momentum) if serp else None
     train_net = SeRPNetwork(net, ema.ema_model, 2).to(device) if serp else net
     optimizer = torch.optim.NAdam([p for p in train_net.parameters() if p.requires_grad], lr=1e-3)
     trainer = SegmentationTrainer(
         device=device,
         max_epochs=1,
-        train_data_loader=_loader(),
+        train_data_loader=_loader(n),
         network=train_net,
         optimizer=optimizer,
         loss_function=LiteNeXtLoss(serp_weight=1.0 if serp else 0.0),
@@ -173,3 +173,107 @@ def test_mixed_precision_on_cuda(dtype):
     assert trainer.amp is True
     assert (trainer.scaler is not None) == (dtype == "float16")
     assert all(torch.isfinite(torch.tensor(losses)))
+
+
+def test_ema_moves_once_per_optimizer_step_under_gradient_accumulation():
+    """accumulation_steps=2 over 4 iterations: 2 optimiser steps, so exactly 2 EMA updates."""
+    lam = 0.3  # EMAHandler momentum (weight of the online encoder)
+    trainer, net, ema = _build(serp=True, momentum=1.0 - lam, n=8, accumulation_steps=2)
+    phi = [p.detach().clone() for p in ema.ema_model.parameters()]
+    stepped = []  # online encoder weights after each REAL optimiser step (torch's own hook)
+    trainer.optimizer.register_step_post_hook(
+        lambda *_: stepped.append([p.detach().clone() for p in net.encoder.parameters()])
+    )
+    iterations = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: iterations.append(e.state.iteration))
+    trainer.run()
+    assert iterations == [1, 2, 3, 4] and len(stepped) == 2
+    for theta in stepped:  # phi <- (1 - lam) * phi + lam * theta, once per optimiser step
+        phi = [(1.0 - lam) * f + lam * t for f, t in zip(phi, theta)]
+    for expected, actual in zip(phi, ema.ema_model.parameters()):
+        torch.testing.assert_close(actual.detach(), expected, rtol=1e-5, atol=1e-7)
+
+
+class _BatchNormEncoder(torch.nn.Module):
+    """Conv → BatchNorm → Dropout: an encoder whose train mode changes its buffers and outputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.norm = torch.nn.BatchNorm2d(4)
+        self.drop = torch.nn.Dropout(0.5)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [self.drop(self.norm(self.conv(x)))]
+
+
+class _BatchNormNet(torch.nn.Module):
+    """The smallest network SeRP accepts: encoder features, a head and ``feature_channels``."""
+
+    feature_channels = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = _BatchNormEncoder()
+        self.head = torch.nn.Conv2d(4, 1, 1)
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.encoder(x)
+
+    def forward_head(self, features: list[torch.Tensor]) -> torch.Tensor:
+        return self.head(features[-1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def test_ema_target_stays_in_eval_mode_while_training():
+    # accumulation 2: the first iteration makes no optimiser step, so no EMA update may touch the
+    # target; only its own forward (on the weak view) could change its BatchNorm statistics.
+    trainer, net, ema = _build(serp=True, net=_BatchNormNet(), accumulation_steps=2)
+    target = ema.ema_model
+    trainer.network.train()
+    assert trainer.network.training and net.training
+    assert not target.training and not any(m.training for m in target.modules())
+    stats = {k: v.clone() for k, v in target.state_dict().items()}
+    online = net.encoder.norm.running_mean.clone()
+    seen = []
+
+    def check(engine):
+        if engine.state.iteration == 1:
+            seen.append(not any(m.training for m in target.modules()))
+            for key, value in target.state_dict().items():
+                torch.testing.assert_close(value, stats[key], rtol=0, atol=0, msg=key)
+            assert not torch.equal(net.encoder.norm.running_mean, online)  # the online BN did train
+
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, check)
+    trainer.run()
+    assert seen == [True]
+    # and the target's output is deterministic (no dropout), as an eval-mode module's is
+    x = torch.rand(2, 3, 8, 8)
+    torch.testing.assert_close(target(x)[0], target(x)[0])
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="float16 GradScaler is CUDA-only; no CUDA device here"
+)
+def test_ema_skips_the_iteration_whose_float16_step_the_scaler_skipped():
+    trainer, net, ema = _build(serp=True, device="cuda", amp=True, amp_dtype="float16", momentum=0.5)
+    first = next(p for p in net.encoder.parameters())
+    # iteration 1 gets an inf gradient: GradScaler skips that optimiser step (and lowers its scale)
+    first.register_hook(lambda g: g * float("inf") if trainer.state.iteration == 1 else g)
+    steps, updates = [], []
+    trainer.optimizer.register_step_post_hook(lambda *_: steps.append(trainer.state.iteration))
+    from litenext_monai.engines.trainer import OptimizerEvents
+
+    trainer.add_event_handler(OptimizerEvents.STEP_COMPLETED, lambda e: updates.append(e.state.iteration))
+    before = [p.detach().clone() for p in ema.ema_model.parameters()]
+    snapshot = {}
+    trainer.add_event_handler(
+        Events.ITERATION_COMPLETED(once=1),
+        lambda e: snapshot.update(target=[p.detach().clone() for p in ema.ema_model.parameters()]),
+    )
+    trainer.run()
+    assert steps == [2] and updates == [2]  # only iteration 2 really stepped
+    for a, b in zip(before, snapshot["target"]):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)  # no EMA update after the skipped step

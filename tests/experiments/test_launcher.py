@@ -89,3 +89,120 @@ def test_other_commands_and_fresh_mode_run_as_subprocesses(tmp_path):
     assert not BundleLauncher.is_bundle_command(["python3-not-this-one", "-m", "monai.bundle", "run"])
     assert BundleLauncher.is_bundle_command([sys.executable, "-m", "monai.bundle", "run"])
     assert fresh._server is None  # never started a server
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie awaiting its reaper counts as dead)."""
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - the pid was reused by another user's process
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no procfs: trust os.kill
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def test_quick_commands_with_big_output_are_never_reported_as_timed_out(launcher, tmp_path):
+    # A command that writes a lot and exits at once, and a child that fails before it runs anything
+    # (its log path is a folder) and exits within microseconds of its fork: the server's "pid" and
+    # "exit" replies then arrive together, which is where a select() on the buffered reply pipe
+    # saw nothing left to read. A busy thread holding the GIL (long switch interval) delays the
+    # caller between sending a request and reading its replies, so both replies are waiting.
+    import threading
+
+    loud = tmp_path / "loud.json"
+    loud.write_text(json.dumps({"run": ["$print('x' * 200000)"]}))
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(loud)]
+    (tmp_path / "folder").mkdir()
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            pass
+
+    interval = sys.getswitchinterval()
+    spinner = threading.Thread(target=spin, daemon=True)
+    sys.setswitchinterval(0.5)
+    spinner.start()
+    try:
+        for i in range(2):
+            assert launcher.run(cmd, stdout=tmp_path / f"loud{i}.txt", timeout=30) == 0
+            assert len((tmp_path / f"loud{i}.txt").read_text()) > 200000
+        for _ in range(24):
+            assert launcher.run(cmd, stdout=tmp_path / "folder", timeout=5) != 0
+    finally:
+        stop.set()
+        spinner.join()
+        sys.setswitchinterval(interval)
+
+
+def test_timeout_kills_the_whole_process_group_and_the_server_keeps_serving(launcher, tmp_path):
+    # The command starts a grandchild (as DataLoader workers are) and hangs; the timeout must
+    # kill both.
+    pid_file = tmp_path / "grandchild.pid"
+    hang = tmp_path / "hang.json"
+    hang.write_text(
+        json.dumps(
+            {
+                "imports": ["$import subprocess", "$import sys", "$import time"],
+                "run": [
+                    "$open(" + json.dumps(str(pid_file)) + ", 'w').write(str(subprocess.Popen("
+                    "[sys.executable, '-c', 'import time; time.sleep(120)']).pid))",
+                    "$time.sleep(120)",
+                ],
+            }
+        )
+    )
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(hang)]
+    with pytest.raises(subprocess.TimeoutExpired):
+        launcher.run(cmd, stdout=tmp_path / "hang.txt", timeout=8)
+    grandchild = int(pid_file.read_text())
+    import time
+
+    deadline = time.monotonic() + 5
+    while _alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    alive = _alive(grandchild)
+    if alive:
+        import os
+        import signal
+
+        os.kill(grandchild, signal.SIGKILL)  # do not leave it behind when the test fails
+    assert not alive, "the timed-out command's grandchild survived"
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"run": ["$print('still serving')"]}))
+    good_cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(good)]
+    assert launcher.run(good_cmd, stdout=tmp_path / "good.txt", timeout=60) == 0
+    assert "still serving" in (tmp_path / "good.txt").read_text()
+
+
+def test_fresh_subprocess_timeout_kills_grandchildren_too(tmp_path):
+    pid_file = tmp_path / "grandchild.pid"
+    script = (
+        "import subprocess, sys, time\n"
+        f"p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+        f"open({str(pid_file)!r}, 'w').write(str(p.pid))\n"
+        "time.sleep(120)\n"
+    )
+    fresh = BundleLauncher(fresh=True)
+    with pytest.raises(subprocess.TimeoutExpired):
+        fresh.run([sys.executable, "-c", script], stdout=tmp_path / "out.txt", timeout=5)
+    import time
+
+    grandchild = int(pid_file.read_text())
+    deadline = time.monotonic() + 5
+    while _alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    alive = _alive(grandchild)
+    if alive:
+        import os
+        import signal
+
+        os.kill(grandchild, signal.SIGKILL)
+    assert not alive, "the timed-out subprocess's grandchild survived"

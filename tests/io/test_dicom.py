@@ -107,3 +107,40 @@ def test_series_sorted_by_position_not_file_name(tmp_path: Path) -> None:
         assert np.array_equal(volume[..., k], slices[source])
     assert meta["positions"] == sorted(positions)
     assert "SECRET-ID" not in str(meta)
+
+
+def test_oblique_series_order_and_affine_match_a_hand_computation(tmp_path: Path) -> None:
+    # Rows run along r, columns down c, both tilted: r = (cos 30°, sin 30°, 0), c = (0, 0, -1)
+    # (LPS). The slice normal r × c = (-sin 30°, cos 30°, 0) = (-0.5, 0.866..., 0).
+    half, root3_2 = 0.5, np.sqrt(3.0) / 2.0
+    r, c, normal = np.array([root3_2, half, 0.0]), np.array([0.0, 0.0, -1.0]), np.array([-half, root3_2, 0.0])
+    p0, step = np.array([10.0, -20.0, 30.0]), 3.0
+    series = generate_uid()
+    order = [2, 0, 3, 1]  # file k holds slice order[k]
+    for name, k in enumerate(order):
+        write_dicom_slice(
+            tmp_path / f"{name}.dcm",
+            np.full((4, 6), 100 * k, dtype=np.uint16),
+            series_uid=series,
+            instance=10 - name,
+            position=tuple(p0 + k * step * normal),
+            orientation=(*r, *c),
+            spacing=(0.5, 0.8),  # between rows, between columns
+        )
+    volume, meta = read_dicom_series(tmp_path)
+    assert [int(volume[0, 0, k]) for k in range(4)] == [0, 100, 200, 300]
+    # positions: the projection of p0 + k*3*n onto n = n·p0 + 3k, with n·p0 = -5 - 10·√3
+    first = -0.5 * 10.0 + root3_2 * -20.0
+    np.testing.assert_allclose(meta["positions"], [first + 3.0 * k for k in range(4)], atol=1e-9)
+    affine = meta["affine"]
+    # Voxel (row 2, column 3, slice 1) in LPS: p0 + 2·0.5·c + 3·0.8·r + 1·3·n, written out by hand:
+    # x = 10 + 2.4·cos30 - 3·0.5 ; y = -20 + 2.4·0.5 + 3·cos30 ; z = 30 - 1.0
+    lps = np.array([10.0 + 2.4 * root3_2 - 1.5, -20.0 + 1.2 + 3.0 * root3_2, 29.0])
+    ras = np.array([-lps[0], -lps[1], lps[2]])
+    np.testing.assert_allclose(affine @ np.array([2.0, 3.0, 1.0, 1.0]), [*ras, 1.0], atol=1e-9)
+    # the origin is the first slice's top-left pixel centre, in RAS
+    np.testing.assert_allclose(affine[:3, 3], [-10.0, 20.0, 30.0], atol=1e-9)
+    # column j of the 3×3 part: one step along rows / columns / slices, in RAS
+    np.testing.assert_allclose(affine[:3, 0], [0.0, 0.0, -0.5], atol=1e-12)
+    np.testing.assert_allclose(affine[:3, 1], [-0.8 * root3_2, -0.4, 0.0], atol=1e-12)
+    np.testing.assert_allclose(affine[:3, 2], [1.5, -3.0 * root3_2, 0.0], atol=1e-12)
