@@ -6,7 +6,7 @@ Checked in ``README.md``, ``docs/*.md`` and the bundle's ``docs/README.md``:
   (``http(s)://`` and ``mailto:`` links and same-page ``#anchor`` links are not checked; anchors are
   not checked either, only the file);
 * every ``--flag`` written after one of our commands (``litenext-*`` console scripts,
-  ``scripts/*.py``) in a fenced code block or in inline code is an option string of that command's
+  ``scripts/*.py``, ``python -m litenext_monai.<module>``) in a fenced code block or in inline code is an option string of that command's
   argparse parser. The parser is the module's ``build_parser()`` where it has one, else the parser
   its ``main()`` builds, captured just before it parses anything.
 """
@@ -76,7 +76,10 @@ CONSOLE_SCRIPTS: dict[str, tuple[str, ...]] = {
 #: Names that look like commands but are not (the project's own name).
 NOT_COMMANDS = {"litenext-monai"}
 
-_COMMAND = re.compile(r"(?<![\w./\"'-])(litenext-[a-z][a-z0-9-]*|scripts/\w+\.py)(?![\w.-])")
+_COMMAND = re.compile(
+    r"(?<![\w./\"'-])(litenext-[a-z][a-z0-9-]*|scripts/\w+\.py)(?![\w.-])"
+    r"|(?<=-m )(litenext_monai(?:\.\w+)+)(?![\w.-])"  # python -m litenext_monai.<module>
+)
 _FLAG = re.compile(r"(?<![\w-])(--[A-Za-z][\w-]*)")
 _COMMENT = re.compile(r"(^|\s)#\s.*$")
 
@@ -98,11 +101,11 @@ def command_flags(text: str) -> list[tuple[str, str]]:
     pairs = []
     for line in code_texts(text):
         line = _COMMENT.sub("", line)
-        matches = [m for m in _COMMAND.finditer(line) if m.group(1) not in NOT_COMMANDS]
+        matches = [m for m in _COMMAND.finditer(line) if m.group(m.lastindex or 0) not in NOT_COMMANDS]
         for index, match in enumerate(matches):
             end = matches[index + 1].start() if index + 1 < len(matches) else len(line)
             segment = re.split(r"\|\||&&|;|(?<![\w\s])\|(?![\w\s])|\s\|\s", line[match.end() : end])[0]
-            pairs.extend((match.group(1), flag) for flag in _FLAG.findall(segment))
+            pairs.extend((match.group(match.lastindex or 0), flag) for flag in _FLAG.findall(segment))
     return pairs
 
 
@@ -121,6 +124,10 @@ def _module_for(command: str) -> ModuleType | None:
     if candidates is None:
         if command.startswith("scripts/"):
             candidates = (command,)
+        elif command.startswith("litenext_monai."):
+            if importlib.util.find_spec(command) is None:
+                raise KeyError(f"python -m {command}: no such module")
+            return importlib.import_module(command)
         else:
             raise KeyError(f"unknown command {command!r}: not a console script of this project")
     for candidate in candidates:
@@ -253,6 +260,8 @@ def test_checker_reads_parsers_without_build_parser() -> None:
     assert unknown_flags("`python scripts/no_such_script.py --x`") != []
     assert unknown_flags("`litenext-no-such-command --x`") != []
     assert unknown_flags("`pip install litenext-monai --no-deps`") == []
+    assert unknown_flags("`python -m litenext_monai.data.synthetic out --num-train 4 --image-size 64`") == []
+    assert unknown_flags("`python -m litenext_monai.data.synthetic out --num_train 4`") != []
 
 
 def test_checker_finds_a_broken_link(tmp_path: Path) -> None:
