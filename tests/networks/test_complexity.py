@@ -235,3 +235,8 @@ def test_display_names_of_networks_and_configs():
     assert network_display_name({"network_def": {"_target_": lv}}) == "LV-UNet (random init)"
     unet_def = {"_target_": "monai.networks.nets.UNet", "channels": [16, 32, 64, 128, 256], "num_res_units": 2}
     assert network_display_name(unet_def) == "MONAI UNet 16-256 res2"
+
+
+def test_litenext_paper_order_thop_count_matches_the_spec():
+    # litenext spec §4: "thop MACs 0.4327 G" for the k = 7 paper-order network
+    assert round(count_macs(LiteNeXt(fused_decoder=False), SHAPE, "thop") / 1e9, 4) == 0.4327
