@@ -21,7 +21,13 @@ from litenext_monai.networks.serp import (
     ProjectorT,
     SeRPNetwork,
 )
-from litenext_monai.networks.utils import count_macs, count_parameters, reparameterize
+from litenext_monai.networks.utils import (
+    complexity_report,
+    count_macs,
+    count_parameters,
+    network_display_name,
+    reparameterize,
+)
 
 __all__ = [
     "ChannelLayerNorm",
@@ -38,7 +44,9 @@ __all__ = [
     "ProjectorS",
     "ProjectorT",
     "SeRPNetwork",
+    "complexity_report",
     "count_macs",
+    "network_display_name",
     "count_parameters",
     "reparameterize",
     "CMUNeXtXXS",

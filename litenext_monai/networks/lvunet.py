@@ -2,18 +2,21 @@
 
 Built from the project specification (baselines spec §3). The encoder is the first ten blocks of
 MobileNetV3-Large (``features[0..9]``), rebuilt here with torchvision's module layout so that an
-ImageNet checkpoint can be loaded from a local file without depending on torchvision; the rest
-is seven fusible encoder/decoder blocks whose two 1×1 convolutions merge into one after deep
-training (the slope of the LeakyReLU between them is raised to 1, making it the identity).
+ImageNet checkpoint can be loaded (``pretrained=True`` via torch.hub, or a local file) without
+depending on torchvision; the rest is seven fusible encoder/decoder blocks whose two 1×1
+convolutions merge into one after deep training (the slope of the LeakyReLU between them is raised
+to 1, making it the identity).
 
 Training form: 934,545 parameters, deploy form (after :meth:`LVUNet.reparameterize`): 513,585.
 """
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Mapping
 from os import PathLike
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +24,29 @@ from torch import nn
 
 from litenext_monai.networks.cmunext import _check_input
 
-__all__ = ["LVUNet", "FusibleBlock", "FusedBlock", "SeriesActivation", "InvertedResidual"]
+__all__ = [
+    "LVUNet",
+    "FusibleBlock",
+    "FusedBlock",
+    "SeriesActivation",
+    "InvertedResidual",
+    "IMAGENET_WEIGHTS_URL",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "imagenet_weights_path",
+]
+
+#: torchvision's ``MobileNet_V3_Large_Weights.IMAGENET1K_V1`` (the weights ``pretrained=True`` gave in
+#: the LV-UNet code; spec §3.3). The 8 hex digits in the name are the SHA-256 prefix that
+#: ``torch.hub`` checks with ``check_hash=True``.
+IMAGENET_WEIGHTS_URL = "https://download.pytorch.org/models/mobilenet_v3_large-8738ca79.pth"
+#: ImageNet channel statistics (RGB, for inputs scaled to [0, 1]) the pretrained encoder expects.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: torchvision's MobileNetV3 BatchNorm momentum, kept when fine-tuning ImageNet weights.
+PRETRAINED_BN_MOMENTUM = 0.01
+#: BatchNorm momentum from scratch: PyTorch's default, so eval-mode statistics keep up (spec §3.3).
+SCRATCH_BN_MOMENTUM = 0.1
 
 #: Input height and width must be multiples of this (2×2 stem stride, three stride-2 MobileNet
 #: blocks and three 2×2 max-poolings: the deepest map is H/128).
@@ -293,11 +318,20 @@ class LVUNet(nn.Module):
         act_num: ``n`` of the series-informed activation (``(2n+1)²`` depth-wise kernel).
         pretrained_path: optional local file with ImageNet MobileNetV3-Large weights in
             torchvision's layout (``features.N.…``, e.g. ``mobilenet_v3_large-8738ca79.pth``), loaded
-            with ``weights_only=True``; nothing is ever downloaded. Default: random initialisation.
-        encoder_bn_momentum: BatchNorm momentum of the MobileNet part (0.01 as in torchvision; the
-            spec suggests 0.1 for short schedules from scratch, where eval-mode statistics lag).
+            with ``weights_only=True``. Same effect as ``pretrained=True`` without any download.
+        encoder_bn_momentum: BatchNorm momentum of the MobileNet part. ``None`` (default): 0.01
+            (torchvision's value) with ImageNet weights, 0.1 from scratch, where 0.01 makes the
+            eval-mode statistics lag the weights for hundreds of iterations (spec §3.3).
         deploy: build the deploy form directly (to load a state dict saved after
             :meth:`reparameterize`).
+        pretrained: load torchvision's ImageNet MobileNetV3-Large weights (IMAGENET1K_V1,
+            :data:`IMAGENET_WEIGHTS_URL`) through ``torch.hub`` with hash checking, cached under
+            ``$TORCH_HOME/hub/checkpoints/``. Offline, place the file there (see
+            :func:`imagenet_weights_path`) or pass ``pretrained_path``. torchvision is not needed.
+        imagenet_normalization: normalise the input inside the network with the ImageNet mean and
+            std (a buffer, so deploy and exported forms keep it); inputs are then expected in
+            [0, 1]. ``None`` (default): on exactly when ImageNet weights are loaded. One input
+            channel uses the mean of the RGB statistics (matching the summed grey stem kernel).
 
     Returns (forward):
         logits ``B, out_channels, H, W``; no activation is applied.
@@ -313,7 +347,7 @@ class LVUNet(nn.Module):
         input, e.g. to 256×256 as in the paper.
     """
 
-    __jit_unused_properties__ = ["is_deployed", "act_slope"]
+    __jit_unused_properties__ = ["is_deployed", "act_slope", "display_name"]
 
     def __init__(
         self,
@@ -323,8 +357,10 @@ class LVUNet(nn.Module):
         act_slope: float = 1.0,
         act_num: int = 1,
         pretrained_path: str | PathLike | None = None,
-        encoder_bn_momentum: float = 0.01,
+        encoder_bn_momentum: float | None = None,
         deploy: bool = False,
+        pretrained: bool = False,
+        imagenet_normalization: bool | None = None,
     ) -> None:
         super().__init__()
         if spatial_dims != 2:
@@ -337,8 +373,23 @@ class LVUNet(nn.Module):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}.")
         _check_slope(act_slope)
+        imagenet = bool(pretrained) or pretrained_path is not None
+        if encoder_bn_momentum is None:
+            encoder_bn_momentum = PRETRAINED_BN_MOMENTUM if imagenet else SCRATCH_BN_MOMENTUM
+        if not 0.0 <= encoder_bn_momentum <= 1.0:
+            raise ValueError(f"encoder_bn_momentum must lie in [0, 1], got {encoder_bn_momentum}.")
+        if imagenet_normalization is None:
+            imagenet_normalization = imagenet
         self.in_channels = in_channels
         self.out_channels = out_channels
+        self.encoder_bn_momentum = float(encoder_bn_momentum)
+        self.imagenet_normalization = bool(imagenet_normalization)
+        #: ``"imagenet"`` or ``"random"``: which encoder initialisation this network started from.
+        self.encoder_weights = "imagenet" if imagenet else "random"
+        mean, std = _input_statistics(in_channels)
+        # Persistent only when used, so checkpoints of networks without normalisation keep their keys.
+        self.register_buffer("input_mean", mean, persistent=self.imagenet_normalization)
+        self.register_buffer("input_std", std, persistent=self.imagenet_normalization)
         self.firstconv = _ConvBNAct(in_channels, 16, 3, 2, 1, nn.Hardswish, encoder_bn_momentum)
         self.encoder1, self.encoder2, self.encoder3 = (
             nn.Sequential(*[InvertedResidual(*cfg, bn_momentum=encoder_bn_momentum) for cfg in group])
@@ -358,6 +409,13 @@ class LVUNet(nn.Module):
         self.final = nn.Sequential(block(16, 16, True), nn.Conv2d(16, out_channels, 1))
         if pretrained_path is not None:
             self.load_pretrained_encoder(pretrained_path)
+        elif pretrained:
+            self.load_pretrained_encoder(_download_imagenet_weights())
+
+    @property
+    def display_name(self) -> str:
+        """Table name stating which encoder initialisation ran: ``"LV-UNet (ImageNet)"`` or ``"LV-UNet (random init)"``."""
+        return "LV-UNet (ImageNet)" if self.encoder_weights == "imagenet" else "LV-UNet (random init)"
 
     def _init_mobilenet(self) -> None:
         """torchvision's MobileNetV3 initialisation: Kaiming-normal (fan-out) convs, BN 1/0."""
@@ -425,8 +483,8 @@ class LVUNet(nn.Module):
                 if isinstance(b, FusibleBlock):
                     blocks[i] = b.fuse()
 
-    def load_pretrained_encoder(self, path: str | PathLike) -> None:
-        """Load ImageNet MobileNetV3-Large weights (torchvision layout) from a local file.
+    def load_pretrained_encoder(self, path: str | PathLike | Mapping[str, torch.Tensor]) -> None:
+        """Load ImageNet MobileNetV3-Large weights (torchvision layout) from a local file or a state dict.
 
         Keys ``features.0.`` … ``features.9.`` are mapped to ``firstconv`` and ``encoder1..3``
         (spec §3.3); all other keys (later blocks, classifier) are ignored. With ``in_channels != 3``
@@ -436,7 +494,10 @@ class LVUNet(nn.Module):
         Raises:
             ValueError: the file is not a state dict, lacks encoder tensors or has wrong shapes.
         """
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(path, Mapping):
+            state, path = path, "<state dict>"
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(state, Mapping):
             raise ValueError(
                 f"{path}: expected a state dict (mapping of tensors), got {type(state).__name__}."
@@ -475,6 +536,8 @@ class LVUNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.jit.is_scripting() and not torch.jit.is_tracing():
             self.check_input(x)
+        if self.imagenet_normalization:
+            x = (x - self.input_mean) / self.input_std
         e1 = self.encoder1(self.firstconv(x))
         e2 = self.encoder2(e1)
         t0 = self.encoder3(e2)
@@ -501,3 +564,44 @@ def _adapt_stem(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
         return weight.sum(dim=1, keepdim=True)
     repeats = -(-in_channels // 3)
     return weight.repeat(1, repeats, 1, 1)[:, :in_channels] * (3.0 / in_channels)
+
+
+def _input_statistics(in_channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """ImageNet mean and std as ``1×in_channels×1×1``: RGB as is, grey the RGB average, else cycled."""
+    if in_channels == 1:
+        mean, std = [sum(IMAGENET_MEAN) / 3.0], [sum(IMAGENET_STD) / 3.0]
+    else:
+        mean = [IMAGENET_MEAN[i % 3] for i in range(in_channels)]
+        std = [IMAGENET_STD[i % 3] for i in range(in_channels)]
+    return torch.tensor(mean).reshape(1, -1, 1, 1), torch.tensor(std).reshape(1, -1, 1, 1)
+
+
+def imagenet_weights_path() -> Path:
+    """Where ``LVUNet(pretrained=True)`` looks for (and caches) the ImageNet weights file.
+
+    ``$TORCH_HOME/hub/checkpoints/mobilenet_v3_large-8738ca79.pth`` (``torch.hub.get_dir()``, which
+    also honours ``torch.hub.set_dir``; ``TORCH_HOME`` defaults to ``~/.cache/torch``).
+    """
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(IMAGENET_WEIGHTS_URL)
+
+
+def _download_imagenet_weights() -> Mapping[str, torch.Tensor]:
+    """torchvision's ImageNet MobileNetV3-Large state dict, from the torch.hub cache or downloaded.
+
+    Raises:
+        RuntimeError: the file is neither cached nor downloadable (e.g. offline), fails the SHA-256
+            prefix check, or cannot be read; the message names the file to place and the
+            ``pretrained_path`` alternative.
+    """
+    target = imagenet_weights_path()
+    try:
+        return torch.hub.load_state_dict_from_url(
+            IMAGENET_WEIGHTS_URL, map_location="cpu", progress=False, check_hash=True, weights_only=True
+        )
+    except Exception as exc:  # URLError/OSError offline, RuntimeError on a hash mismatch, unpickling errors
+        raise RuntimeError(
+            f"LVUNet(pretrained=True) could not obtain the ImageNet MobileNetV3-Large weights "
+            f"({type(exc).__name__}: {exc}). Download {IMAGENET_WEIGHTS_URL} on a machine with network "
+            f"access and place it at {target} (the torch.hub cache under $TORCH_HOME), or pass "
+            f"pretrained_path='/path/to/{target.name}'."
+        ) from exc

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import math
+import os
 import pickle
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,8 +17,11 @@ from torch import nn
 
 from litenext_monai.engines import DeepTrainingSlopeHandler
 from litenext_monai.networks import LVUNet, count_parameters, reparameterize
+from litenext_monai.networks.lvunet import imagenet_weights_path
 from tests.networks.helpers import saved_torchscript
 from tests.networks.test_cmunext import conv_only_macs, thop_style_macs
+
+REPO = Path(__file__).resolve().parents[2]
 
 # ---- hand arithmetic from the spec's layer list (§3.2–3.4) -------------------------------------
 
@@ -374,3 +381,190 @@ def test_pretrained_file_errors(tmp_path):
         pickle.dump(_NetworkWrapper(nn.Conv2d(1, 1, 1)), f, protocol=2)
     with pytest.raises(pickle.UnpicklingError):  # weights_only=True refuses arbitrary objects
         LVUNet(pretrained_path=tmp_path / "pickled.pth")
+
+
+# ---- pretrained=True through torch.hub, BN momentum, ImageNet normalisation ---------------------
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # torchvision's constants
+WEIGHTS_FILE = "mobilenet_v3_large-8738ca79.pth"
+
+
+def _bn_keys(prefix: str, channels: int) -> dict[str, tuple[int, ...]]:
+    keys = {f"{prefix}{n}": (channels,) for n in ("weight", "bias", "running_mean", "running_var")}
+    keys[f"{prefix}num_batches_tracked"] = ()
+    return keys
+
+
+def _torchvision_key_shapes() -> dict[str, tuple[int, ...]]:
+    """torchvision's MobileNetV3-Large ``features.0..9`` keys and shapes, from the architecture table.
+
+    Independent of LVUNet's modules: stem ``features.0.{0 conv,1 BN}``; block ``i`` has ``block.j``
+    = [1×1 expand] (when expanded ≠ in), k×k depth-wise, [SE fc1/fc2], 1×1 project (spec §3.3).
+    """
+    shapes = {"features.0.0.weight": (16, 3, 3, 3), **_bn_keys("features.0.1.", 16)}
+    for i, (c_in, k, exp, c_out, se) in enumerate(_MOBILENET, start=1):
+        j, base = 0, f"features.{i}.block."
+        if exp != c_in:
+            shapes[f"{base}{j}.0.weight"] = (exp, c_in, 1, 1)
+            shapes.update(_bn_keys(f"{base}{j}.1.", exp))
+            j += 1
+        shapes[f"{base}{j}.0.weight"] = (exp, 1, k, k)
+        shapes.update(_bn_keys(f"{base}{j}.1.", exp))
+        j += 1
+        if se:
+            shapes[f"{base}{j}.fc1.weight"], shapes[f"{base}{j}.fc1.bias"] = (se, exp, 1, 1), (se,)
+            shapes[f"{base}{j}.fc2.weight"], shapes[f"{base}{j}.fc2.bias"] = (exp, se, 1, 1), (exp,)
+            j += 1
+        shapes[f"{base}{j}.0.weight"] = (c_out, exp, 1, 1)
+        shapes.update(_bn_keys(f"{base}{j}.1.", c_out))
+    return shapes
+
+
+def _synthetic_imagenet_state(seed: int = 5) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, shape in _torchvision_key_shapes().items():
+        if key.endswith("num_batches_tracked"):
+            state[key] = torch.tensor(1000)
+        elif key.endswith("running_var"):
+            state[key] = torch.rand(shape, generator=g) + 0.5
+        else:
+            state[key] = torch.randn(shape, generator=g)
+    state["features.10.block.0.0.weight"] = torch.randn(480, 80, 1, 1)  # later blocks: ignored
+    state["classifier.3.weight"] = torch.randn(1000, 1280)
+    return state
+
+
+def test_torchvision_key_layout_has_the_spec_count():
+    assert len(_torchvision_key_shapes()) == 174  # spec §3.3
+
+
+@pytest.mark.parametrize("in_channels", [3, 1])
+def test_pretrained_true_loads_the_cached_torch_hub_file(tmp_path, monkeypatch, in_channels):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    cache = tmp_path / "torch_home" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    state = _synthetic_imagenet_state()
+    torch.save(state, cache / WEIGHTS_FILE)  # a cached file is used without any network access
+    net = LVUNet(in_channels=in_channels, pretrained=True)
+    loaded = net.state_dict()
+    for src, dst in _PREFIXES.items():
+        for key, value in state.items():
+            if key.startswith(src) and key != "features.0.0.weight":
+                torch.testing.assert_close(loaded[dst + key[len(src) :]], value)
+    stem = state["features.0.0.weight"]
+    if in_channels == 1:  # oracle: the sum of the R, G and B kernels
+        expected = stem[:, 0:1] + stem[:, 1:2] + stem[:, 2:3]
+    else:
+        expected = stem
+    torch.testing.assert_close(loaded["firstconv.0.weight"], expected)
+    assert net.display_name == "LV-UNet (ImageNet)" and net.encoder_weights == "imagenet"
+    assert net.imagenet_normalization and net.encoder_bn_momentum == 0.01
+    # the same as the local-file path
+    torch.save(state, tmp_path / "local.pth")
+    other = LVUNet(in_channels=in_channels, pretrained_path=tmp_path / "local.pth")
+    for key, value in other.state_dict().items():
+        if key.startswith(("firstconv", "encoder", "input_")):
+            torch.testing.assert_close(loaded[key], value)
+
+
+def test_pretrained_true_offline_names_the_file_to_place(tmp_path):
+    # A real urllib download attempt through an unreachable proxy (closed loopback port): offline on
+    # any machine, fast, and nothing is downloaded even where network exists.
+    torch_home = tmp_path / "torch_home"
+    env = {
+        **os.environ,
+        "TORCH_HOME": str(torch_home),
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "https_proxy": "http://127.0.0.1:9",
+        "NO_PROXY": "",
+        "no_proxy": "",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(REPO),
+    }
+    code = "from litenext_monai.networks import LVUNet\nLVUNet(pretrained=True)"
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    expected_path = torch_home / "hub" / "checkpoints" / WEIGHTS_FILE
+    assert "RuntimeError: LVUNet(pretrained=True) could not obtain" in proc.stderr
+    assert str(expected_path) in proc.stderr
+    assert "https://download.pytorch.org/models/mobilenet_v3_large-8738ca79.pth" in proc.stderr
+    assert "pretrained_path=" in proc.stderr
+    assert not expected_path.exists()
+
+
+def test_imagenet_weights_path_follows_torch_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    assert imagenet_weights_path() == tmp_path / "hub" / "checkpoints" / WEIGHTS_FILE
+
+
+def _encoder_bns(net: LVUNet) -> list[nn.BatchNorm2d]:
+    parts = (net.firstconv, net.encoder1, net.encoder2, net.encoder3)
+    return [m for p in parts for m in p.modules() if isinstance(m, nn.BatchNorm2d)]
+
+
+def test_encoder_bn_momentum_follows_the_initialisation(tmp_path):
+    scratch = LVUNet()
+    assert scratch.encoder_bn_momentum == 0.1 and not scratch.imagenet_normalization
+    assert {bn.momentum for bn in _encoder_bns(scratch)} == {0.1}
+    torch.save(_synthetic_imagenet_state(), tmp_path / "w.pth")
+    pretrained = LVUNet(pretrained_path=tmp_path / "w.pth")
+    assert {bn.momentum for bn in _encoder_bns(pretrained)} == {0.01}
+    explicit = LVUNet(encoder_bn_momentum=0.05)
+    assert {bn.momentum for bn in _encoder_bns(explicit)} == {0.05}
+    with pytest.raises(ValueError, match="encoder_bn_momentum"):
+        LVUNet(encoder_bn_momentum=1.5)
+    # eval-mode statistics keep up from scratch: one train-mode batch moves the running mean by 10 %
+    net = LVUNet()
+    x = torch.rand(2, 3, 128, 128) + 2.0
+    net.train()(x)
+    bn = net.firstconv[1]
+    with torch.no_grad():
+        batch_mean = net.firstconv[0](x).mean(dim=(0, 2, 3))
+    torch.testing.assert_close(bn.running_mean, 0.1 * batch_mean, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("in_channels", [3, 1])
+def test_imagenet_normalisation_inside_the_network(tmp_path, in_channels):
+    torch.save(_synthetic_imagenet_state(), tmp_path / "w.pth")
+    net = LVUNet(in_channels=in_channels, pretrained_path=tmp_path / "w.pth").eval()
+    plain = LVUNet(in_channels=in_channels, imagenet_normalization=False).eval()
+    plain.load_state_dict(net.state_dict(), strict=False)
+    if in_channels == 3:
+        mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+    else:  # grey: the RGB statistics averaged, to match the summed stem kernel
+        mean, std = torch.tensor([sum(IMAGENET_MEAN) / 3]), torch.tensor([sum(IMAGENET_STD) / 3])
+    x = torch.rand(2, in_channels, 128, 128)
+    with torch.no_grad():
+        expected = plain((x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1))
+        torch.testing.assert_close(net(x), expected, rtol=1e-5, atol=1e-5)
+    assert {"input_mean", "input_std"} <= net.state_dict().keys()
+    assert not {"input_mean", "input_std"} & plain.state_dict().keys()  # old checkpoints still load
+
+
+def test_pretrained_network_rebuilds_from_model_json_without_download(tmp_path):
+    from litenext_monai.engines import network_config
+
+    torch.save(_synthetic_imagenet_state(), tmp_path / "w.pth")
+    net = LVUNet(in_channels=1, out_channels=2, pretrained_path=tmp_path / "w.pth").eval()
+    config = network_config(net)
+    assert not config.get("pretrained") and "pretrained_path" not in config  # inference never downloads
+    assert config["imagenet_normalization"] is True and config["encoder_bn_momentum"] == 0.01
+    kwargs = {k: v for k, v in config.items() if k != "_target_"}
+    rebuilt = LVUNet(**kwargs).eval()
+    rebuilt.load_state_dict(net.state_dict())
+    x = torch.rand(1, 1, 128, 128)
+    with torch.no_grad():
+        expected = net(x)
+        torch.testing.assert_close(rebuilt(x), expected)
+        # deploy and TorchScript keep the normalisation (random N(0, 1) encoder weights give logits
+        # of ~1e6, so the fusion's float32 rounding is compared relative to their scale)
+        deployed = reparameterize(rebuilt)
+        scale = float(expected.abs().max())
+        assert float((deployed(x) - expected).abs().max()) <= 1e-5 * scale
+    scripted = saved_torchscript(deployed, tmp_path)
+    with torch.no_grad():
+        assert float((scripted(x) - expected).abs().max()) <= 1e-5 * scale
+        plain = LVUNet(in_channels=1, out_channels=2, imagenet_normalization=False, deploy=True).eval()
+        plain.load_state_dict(deployed.state_dict(), strict=False)
+        assert float((plain(x) - expected).abs().max()) > 1e-3 * scale  # the normalisation matters
