@@ -54,7 +54,9 @@ else:
 __all__ = ["METRIC_NAMES", "CSV_COLUMNS", "per_image_metrics", "PerImageMetricsSaver"]
 
 METRIC_NAMES = ("dice", "iou", "precision", "recall", "f1", "hd95")
-CSV_COLUMNS = ("case", *METRIC_NAMES, "empty_gt", "empty_pred")
+CSV_COLUMNS = ("case", *METRIC_NAMES, "empty_gt", "empty_pred", "case_id")
+#: Datalist item keys naming a case, in order of preference (``case_id`` is what ``litenext-prepare`` writes).
+CASE_ID_KEYS = ("case_id", "id")
 
 
 def _check_binary(name: str, tensor: torch.Tensor) -> None:
@@ -159,7 +161,9 @@ class PerImageMetricsSaver:
 
     ``case`` is the basename of ``name_key`` in the meta data of ``pred``, ``label`` or
     ``image`` (MetaTensor ``.meta`` or ``<key>_meta_dict``), or the image's running index when
-    none is found.
+    none is found. ``case_id`` identifies the case without basename collisions: the datalist item's
+    ``case_id`` (or ``id``) key, read from the decollated ``engine.state.batch`` sample, else the
+    full image path from the meta data.
 
     Args:
         output_dir: folder of the CSV file (created if needed).
@@ -213,7 +217,9 @@ class PerImageMetricsSaver:
         output = self.output_transform(engine.state.output)
         if isinstance(output, dict):
             output = decollate_batch(output)
-        for item in output:
+        batch = getattr(engine.state, "batch", None)
+        sources = batch if isinstance(batch, list) and len(batch) == len(output) else [None] * len(output)
+        for item, source in zip(output, sources):
             pred = torch.as_tensor(item[self.pred_key]).detach().float()
             label = torch.as_tensor(item[self.label_key]).detach().float()
             if pred.ndim < 2 or pred.shape[0] != 1 or label.shape != pred.shape:
@@ -229,6 +235,8 @@ class PerImageMetricsSaver:
             record: dict[str, Any] = {"case": name if name is not None else str(len(self.records))}
             record.update({k: float(values[k][0, 0]) for k in METRIC_NAMES})
             record.update({k: int(values[k][0, 0]) for k in ("empty_gt", "empty_pred")})
+            case_id = _case_id((source, item), (self.pred_key, self.label_key, self.image_key), self.name_key)
+            record["case_id"] = case_id if case_id is not None else record["case"]
             self.records.append(record)
 
     def _finalize(self, engine: Engine) -> None:
