@@ -146,6 +146,23 @@ def _case_name(item: dict[str, Any], keys: Sequence[str], name_key: str) -> str 
     return None
 
 
+def _case_id(items: Sequence[Any], keys: Sequence[str], name_key: str) -> str | None:
+    """The datalist case id of a sample (first of :data:`CASE_ID_KEYS` in ``items``), else its full image path."""
+    for item in items:
+        if isinstance(item, dict):
+            for key in CASE_ID_KEYS:
+                if item.get(key) is not None and str(item[key]) != "":
+                    return str(item[key])
+    for item in items:
+        if isinstance(item, dict):
+            for key in keys:
+                value = item.get(key)
+                meta = value.meta if isinstance(value, MetaTensor) else item.get(f"{key}_meta_dict")
+                if isinstance(meta, dict) and meta.get(name_key) is not None:
+                    return str(meta[name_key])
+    return None
+
+
 class PerImageMetricsSaver:
     """Ignite handler: per-image metrics of an evaluator, saved to CSV at the end of each epoch.
 

@@ -451,7 +451,9 @@ CSV_COLUMNS = (
 )  # fmt: skip
 
 
-def write_tables(table: Sequence[Mapping[str, Any]], out: Path, settings: str) -> None:
+def write_tables(
+    table: Sequence[Mapping[str, Any]], out: Path, settings: str, reference_label: str | None = None
+) -> None:
     """Write ``comparison.csv`` (every number, :data:`CSV_COLUMNS`) and ``comparison.md`` (the table)."""
     from litenext_monai.io.atomic import atomic_write
 
@@ -464,7 +466,7 @@ def write_tables(table: Sequence[Mapping[str, Any]], out: Path, settings: str) -
 
     atomic_write(out / "comparison.csv", write_csv)
     reference = next((r.get("reference") for r in table if r.get("reference")), None)
-    ref_label = next((r["label"] for r in table if r["model"] == reference), reference)
+    ref_label = reference_label or next((r["label"] for r in table if r["model"] == reference), reference)
     lines = [
         settings,
         "",
@@ -835,7 +837,7 @@ def compare(
         f"form) / conv+linear as executed (deploy form). Latency: batch 1, 2 threads, median of 3 interleaved "
         f"rounds. Wall time {wall_minutes:.1f} min."
     )
-    write_tables(final, output, settings)
+    write_tables(final, output, settings, registry[reference].label)
     plots = _box_plots(per_image, ok, {m: registry[m].label for m in models}, output)
     for path in [output / "comparison.csv", output / "comparison.md", output / "per_image.csv", *plots]:
         client.log_artifact(parent_id, str(path))
