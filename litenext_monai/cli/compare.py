@@ -58,15 +58,26 @@ def main(argv: list[str] | None = None) -> int:
                         help="an ablation: BASE with bundle overrides (values parsed as JSON), e.g. "
                              "litenext_bce=litenext:serp=False,loss#supervised=bce; added to the models")  # fmt: skip
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=20, help="epochs per run (ignored with --time_budget_min)")
-    parser.add_argument("--time_budget_min", type=float, default=None,
-                        help="training minutes per run: each model is calibrated and given the epochs that fit")
+    parser.add_argument(
+        "--epochs", type=int, default=20, help="epochs per run (ignored with --time_budget_min)"
+    )
+    parser.add_argument(
+        "--time_budget_min",
+        type=float,
+        default=None,
+        help="training minutes per run: each model is calibrated and given the epochs that fit",
+    )
     parser.add_argument("--image_size", type=int, default=256)
     parser.add_argument("--batch_size", type=int, default=None, help="default: the recipe's")
-    parser.add_argument("--in_channels", type=int, default=None, help="default: from the first training image")
+    parser.add_argument(
+        "--in_channels", type=int, default=None, help="default: from the first training image"
+    )
     parser.add_argument("--modality", default="rgb", help="intensity normalisation, as in the bundle")
-    parser.add_argument("--reference", default=None,
-                        help="model of the paired statistics (default: litenext when compared, else the first)")
+    parser.add_argument(
+        "--reference",
+        default=None,
+        help="model of the paired statistics (default: litenext when compared, else the first)",
+    )
     parser.add_argument("--n_boot", type=int, default=10000, help="bootstrap replicates of the CIs")
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--tracking_uri", default=None, help="MLflow store (default: sqlite in OUT)")

@@ -231,7 +231,9 @@ def datalist_test_cases(dataset_dir: Path) -> dict[str, CaseIdentity]:
             relative = absolute.relative_to(dataset_dir).as_posix()
         except ValueError:
             relative = absolute.as_posix()
-        case_id = next((str(item[k]) for k in CASE_ID_KEYS if isinstance(item, dict) and item.get(k)), relative)
+        case_id = next(
+            (str(item[k]) for k in CASE_ID_KEYS if isinstance(item, dict) and item.get(k)), relative
+        )
         case = CaseIdentity(case_id, str(item.get("patient") or "") if isinstance(item, dict) else "")
         for key in (case_id, relative, str(absolute)):
             cases[key] = case
@@ -286,7 +288,9 @@ def checkpoint_rule(layers: Sequence[Path], overrides: Mapping[str, Any]) -> str
         return "?"
     rule = "last epoch" if mode == "last" else f"best {str(metric).replace('val_mean_', 'val ')}"
     if parser.get("early_stopping", None) is not None:
-        patience = parser.get("lr_schedule#early_stopping_patience", parser.get("early_stopping#patience", "?"))
+        patience = parser.get(
+            "lr_schedule#early_stopping_patience", parser.get("early_stopping#patience", "?")
+        )
         rule += f", early stop after {patience} epochs without gain"
     return rule
 
@@ -459,7 +463,9 @@ def write_tables(
 
     def write_csv(tmp: Path) -> None:
         with tmp.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+            writer = csv.DictWriter(
+                handle, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n"
+            )
             writer.writeheader()
             for row in table:
                 writer.writerow(row)
@@ -581,7 +587,10 @@ def _costs(
 
 
 def _calibrate(
-    layers: Sequence[Path], overrides: Mapping[str, Any], run_dir: Path, launcher: BundleLauncher,
+    layers: Sequence[Path],
+    overrides: Mapping[str, Any],
+    run_dir: Path,
+    launcher: BundleLauncher,
     settings_file: Path,
 ) -> tuple[float, float]:
     """Epoch time and fixed overhead (s) of one model: a :data:`CALIBRATION_EPOCHS`-epoch training run.
@@ -778,7 +787,9 @@ def compare(
                     key = row.get("case_id") or row["case"]
                     case = cases.get(key) or cases.get(str(Path(key).resolve()))
                     if case is None:
-                        raise RuntimeError(f"{csv_path}: case {key!r} is not in the test split of the datalist")
+                        raise RuntimeError(
+                            f"{csv_path}: case {key!r} is not in the test split of the datalist"
+                        )
                     per_image.append({"model": model, "seed": seed, "case": case.case_id, "patient": case.patient,
                                       **{m: float(row[m]) for m in METRICS}})  # fmt: skip
                 checkpoints[model] = run_dir / "models" / "model.pt"
@@ -825,7 +836,9 @@ def compare(
         for r in final
     )
     unit = next((r.get("unit") for r in table if r.get("unit")), "case")
-    budget = f"{time_budget_min:g} min training per run (calibrated)" if time_budget_min else "none (fixed epochs)"
+    budget = (
+        f"{time_budget_min:g} min training per run (calibrated)" if time_budget_min else "none (fixed epochs)"
+    )
     settings = (
         f"Settings: recipe {recipe}; {seeds} seed(s); {image_size}×{image_size} px, {in_channels} input channel(s), "
         f"modality {modality}; time budget {budget}; dataset {dataset_dir.name}; per model: {per_model}. "

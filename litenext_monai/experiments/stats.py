@@ -67,11 +67,13 @@ def unit_table(
         value = float(row[metric])
         if not math.isfinite(value):
             continue
-        sums.setdefault(str(row["model"]), {}).setdefault(row["seed"], {}).setdefault(str(row[key]), []).append(
-            value
-        )
+        sums.setdefault(str(row["model"]), {}).setdefault(row["seed"], {}).setdefault(
+            str(row[key]), []
+        ).append(value)
     return {
-        model: {seed: {unit: statistics.fmean(v) for unit, v in units.items()} for seed, units in seeds.items()}
+        model: {
+            seed: {unit: statistics.fmean(v) for unit, v in units.items()} for seed, units in seeds.items()
+        }
         for model, seeds in sums.items()
     }
 

@@ -80,6 +80,7 @@ def test_every_model_trains_and_a_failing_one_is_reported(tmp_path):
             sys.executable, str(REPO / "scripts" / "compare.py"), "--dataset_dir", str(data),
             "--models", ",".join(MODELS), "--seeds", "1", "--epochs", "1", "--image_size", "128",
             "--batch_size", "2", "--output", str(out), "--set", "monai_unet.max_epochs=not_a_number",
+            "--n_boot", "200",
         ],
         capture_output=True, text=True, timeout=900, env={"OMP_NUM_THREADS": "1", **__import__("os").environ},
     )  # fmt: skip
@@ -92,9 +93,18 @@ def test_every_model_trains_and_a_failing_one_is_reported(tmp_path):
     for name in ("litenext", "cmunext_xxs", "mini_net", "lv_unet"):
         assert rows[name]["status"] == "ok", rows[name]
         assert 0.0 <= float(rows[name]["dice_mean"]) <= 1.0
-        assert int(rows[name]["parameters"]) > 0 and float(rows[name]["cpu_latency_ms"]) > 0
+        assert int(rows[name]["params_train"]) >= int(rows[name]["params_deploy"]) > 0
+        assert float(rows[name]["cpu_latency_ms"]) > 0 and float(rows[name]["macs_thop_g"]) > 0
+        assert rows[name]["epochs"] == "1" and rows[name]["recipe"] == "own"
+    assert (
+        rows["lv_unet"]["network"] == "LV-UNet (random init)"
+        and rows["lv_unet"]["checkpoint_rule"] == "last epoch"
+    )
+    assert int(rows["lv_unet"]["params_deploy"]) < int(rows["lv_unet"]["params_train"])
     assert rows["litenext"]["p_value"] == "nan" or rows["litenext"]["p_value"] == ""
     assert 0.0 <= float(rows["cmunext_xxs"]["p_value"]) <= 1.0
+    assert 0.0 <= float(rows["cmunext_xxs"]["p_wilcoxon_holm"]) <= 1.0
+    assert float(rows["cmunext_xxs"]["dice_ci_low"]) <= float(rows["cmunext_xxs"]["dice_ci_high"])
     with (out / "per_image.csv").open() as handle:
         per_image = list(csv.DictReader(handle))
     assert {r["model"] for r in per_image} == {"litenext", "cmunext_xxs", "mini_net", "lv_unet"}
@@ -108,7 +118,7 @@ def test_every_model_trains_and_a_failing_one_is_reported(tmp_path):
     runs = client.search_runs([experiment.experiment_id])
     (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    trained = [r for r in children if r.info.run_name.endswith("_train") and r.info.status == "FINISHED"]
+    trained = [r for r in children if "_train_" in r.info.run_name and r.info.status == "FINISHED"]
     assert len(trained) == 4  # one finished training run per trained model × seed, nested under the parent
     assert parent.info.status == "FAILED"
 
@@ -123,8 +133,10 @@ def test_parse_value_and_variant():
     assert spec.name == "litenext_bce" and spec.base == "litenext" and spec.overlay is None
     assert dict(spec.overrides) == {"serp": False, "loss#supervised": "bce"}
     spec = parse_variant("wide=cmunext_xxs:image_size=[64,64],learning_rate=1e-3")
-    assert spec.overlay == "cmunext_xxs.json" and dict(spec.overrides) == {"image_size": [64, 64],
-                                                                            "learning_rate": 1e-3}
+    assert spec.overlay == "cmunext_xxs.json" and dict(spec.overrides) == {
+        "image_size": [64, 64],
+        "learning_rate": 1e-3,
+    }
     for bad in ("nobase", "x=unknown:serp=False", "litenext=litenext:serp=False", "x=litenext:serp"):
         with pytest.raises(ValueError):
             parse_variant(bad)
@@ -139,15 +151,30 @@ def _resolved(layers, keys):
     return {k: json.dumps(parser.get(k), sort_keys=True) for k in keys}
 
 
-RECIPE_KEYS = ("loss", "optimizer#_target_", "learning_rate", "weight_decay", "lr_scheduler", "train#random_transforms",
-               "batch_size", "serp", "validate#handlers#1#mode", "early_stopping", "run")
+RECIPE_KEYS = (
+    "loss",
+    "optimizer#_target_",
+    "learning_rate",
+    "weight_decay",
+    "lr_scheduler",
+    "train#random_transforms",
+    "batch_size",
+    "serp",
+    "validate#handlers#1#mode",
+    "early_stopping",
+    "run",
+)
 
 
 def test_common_recipe_differs_only_in_the_network(tmp_path):
-    own = {m: _resolved(recipe_layers(MODELS[m], "own", CONFIGS, tmp_path), (*RECIPE_KEYS, "network_def"))
-           for m in MODELS}
-    common = {m: _resolved(recipe_layers(MODELS[m], "common", CONFIGS, tmp_path), (*RECIPE_KEYS, "network_def"))
-              for m in MODELS}
+    own = {
+        m: _resolved(recipe_layers(MODELS[m], "own", CONFIGS, tmp_path), (*RECIPE_KEYS, "network_def"))
+        for m in MODELS
+    }
+    common = {
+        m: _resolved(recipe_layers(MODELS[m], "common", CONFIGS, tmp_path), (*RECIPE_KEYS, "network_def"))
+        for m in MODELS
+    }
     for key in RECIPE_KEYS:
         assert len({common[m][key] for m in MODELS}) == 1, key  # one recipe for all
     assert len({own[m]["loss"] for m in MODELS}) > 1 and len({own[m]["batch_size"] for m in MODELS}) > 1

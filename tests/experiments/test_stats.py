@@ -22,7 +22,13 @@ from litenext_monai.experiments.stats import (
 def _rows(model: str, table: list[list[float]], patients: list[str] | None = None) -> list[dict]:
     """Per-image rows from a seeds × cases table of Dice values."""
     return [
-        {"model": model, "seed": s, "case": f"c{i}", "dice": v, **({"patient": patients[i]} if patients else {})}
+        {
+            "model": model,
+            "seed": s,
+            "case": f"c{i}",
+            "dice": v,
+            **({"patient": patients[i]} if patients else {}),
+        }
         for s, row in enumerate(table)
         for i, v in enumerate(row)
     ]
@@ -102,7 +108,9 @@ def test_unit_table_aggregates_per_patient_and_seed_means():
     by_case = unit_table(per_image, "dice", by_patient=False)
     assert set(by_case["a"][0]) == {f"c{i}" for i in range(6)}
     assert per_seed_means(by_case["a"]) == pytest.approx({0: np.mean(A[0]), 1: np.mean(A[1])})
-    seeds, units, d = paired_differences(unit_table(_rows("a", A), "dice")["a"], unit_table(_rows("b", B), "dice")["b"])
+    seeds, units, d = paired_differences(
+        unit_table(_rows("a", A), "dice")["a"], unit_table(_rows("b", B), "dice")["b"]
+    )
     assert seeds == [0, 1] and len(units) == 6
     np.testing.assert_allclose(d, np.array(A) - np.array(B))
 
