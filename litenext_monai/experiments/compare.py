@@ -296,7 +296,11 @@ def checkpoint_rule(layers: Sequence[Path], overrides: Mapping[str, Any]) -> str
 
 
 def epochs_for_budget(budget_s: float, epoch_s: float, overhead_s: float) -> int:
-    """Epochs whose training run (``overhead_s + epochs · epoch_s``) comes closest to ``budget_s``; ≥ 1."""
+    """Epochs whose training time (``overhead_s + epochs · epoch_s``) comes closest to ``budget_s``; ≥ 1.
+
+    In :func:`compare` ``overhead_s`` is the first epoch's extra time (warm-up), measured by the
+    calibration run.
+    """
     if epoch_s <= 0 or not math.isfinite(epoch_s):
         raise ValueError(f"epoch time must be positive, got {epoch_s}")
     return max(1, int(round((budget_s - max(0.0, overhead_s)) / epoch_s)))
@@ -337,6 +341,13 @@ def _read_rows(path: Path) -> list[dict[str, str]]:
 def _find_run(client: Any, experiment_id: str, run_name: str) -> Any | None:
     runs = client.search_runs([experiment_id], f"attributes.run_name = '{run_name}'")
     return runs[0] if runs else None
+
+
+def _training_seconds(client: Any, run: Any) -> float:
+    """The budgeted time of a training run: from its MLflow run start (the trainer's ``STARTED``)
+    to the last epoch's validation metric, in s; NaN without timestamps."""
+    stamps = _epoch_times(client, run.info.run_id)
+    return stamps[-1] - run.info.start_time / 1e3 if stamps else math.nan
 
 
 def _epoch_times(client: Any, run_id: str) -> list[float]:
@@ -446,12 +457,12 @@ def _fmt_int(value: Any) -> str:
 
 
 CSV_COLUMNS = (
-    "model", "label", "network", "base", "status", "recipe", "epochs", "train_wall_s", "batch_size",
+    "model", "label", "network", "base", "status", "recipe", "epochs", "train_s", "train_wall_s", "batch_size",
     "checkpoint_rule", "seeds", "cases", "unit", "units",
     *(f"{m}_{s}" for m in TABLE_METRICS for s in ("mean", "sd")),
     "reference", "dice_diff", "dice_ci_low", "dice_ci_high", "p_wilcoxon", "p_wilcoxon_holm", "p_t", "p_t_holm",
     "p_value", "params_train", "params_deploy", "macs_thop_g", "macs_executed_train_g", "macs_executed_deploy_g",
-    "cpu_latency_ms", "epoch_s", "overhead_s",
+    "cpu_latency_ms", "epoch_s", "warmup_s",
 )  # fmt: skip
 
 
@@ -593,11 +604,13 @@ def _calibrate(
     launcher: BundleLauncher,
     settings_file: Path,
 ) -> tuple[float, float]:
-    """Epoch time and fixed overhead (s) of one model: a :data:`CALIBRATION_EPOCHS`-epoch training run.
+    """Epoch time and first-epoch warm-up (s) of one model: a :data:`CALIBRATION_EPOCHS`-epoch training run.
 
     The epoch time is the spacing of the per-epoch validation metric's MLflow timestamps (training
-    plus validation of one epoch); the overhead is the rest of the run's wall time (start-up, data
-    caching, checkpoint and MLflow work). The run is tracked in its own store under ``run_dir``.
+    plus validation of one epoch); the warm-up is how much longer the first epoch took, counted from
+    the MLflow run's start (the trainer's ``STARTED`` event). Process start-up, data caching before
+    the trainer starts, and the model logging after it are not part of the budget: they do not
+    depend on the number of epochs. The run is tracked in its own store under ``run_dir``.
     """
     from mlflow import MlflowClient
 
@@ -615,9 +628,8 @@ def _calibrate(
     stamps = _epoch_times(client, run.info.run_id) if run else []
     if len(stamps) >= 2 and stamps[-1] > stamps[0]:
         epoch_s = (stamps[-1] - stamps[0]) / (len(stamps) - 1)
-    else:  # no usable timestamps: charge the whole run to its epochs
-        epoch_s = wall / CALIBRATION_EPOCHS
-    return epoch_s, max(0.0, wall - CALIBRATION_EPOCHS * epoch_s)
+        return epoch_s, max(0.0, stamps[0] - run.info.start_time / 1e3 - epoch_s)
+    return wall / CALIBRATION_EPOCHS, 0.0  # no usable timestamps: charge the whole run to its epochs
 
 
 def compare(
@@ -721,7 +733,7 @@ def compare(
     for model in models:
         spec = registry[model]
         status[model] = "ok"
-        info: dict[str, Any] = {"epochs": [], "train_wall_s": [], "batch_size": set()}
+        info: dict[str, Any] = {"epochs": [], "train_s": [], "train_wall_s": [], "batch_size": set()}
         runs[model] = info
         try:
             layers = recipe_layers(spec, recipe, configs, output / "recipes")
@@ -740,11 +752,11 @@ def compare(
             model_epochs = epochs
             if time_budget_min is not None:
                 calib_dir = output / "calibration" / model
-                epoch_s, overhead_s = _calibrate(layers, {**common, "seed": 0, **mine}, calib_dir, launcher,
+                epoch_s, warmup_s = _calibrate(layers, {**common, "seed": 0, **mine}, calib_dir, launcher,
                                                  settings_file)  # fmt: skip
-                model_epochs = epochs_for_budget(time_budget_min * 60, epoch_s, overhead_s)
-                info.update(epoch_s=epoch_s, overhead_s=overhead_s)
-                print(f"{model}: {epoch_s:.2f} s/epoch + {overhead_s:.1f} s overhead -> {model_epochs} epochs "
+                model_epochs = epochs_for_budget(time_budget_min * 60, epoch_s, warmup_s)
+                info.update(epoch_s=epoch_s, warmup_s=warmup_s)
+                print(f"{model}: {epoch_s:.2f} s/epoch + {warmup_s:.1f} s warm-up -> {model_epochs} epochs "
                       f"in {time_budget_min:g} min", flush=True)  # fmt: skip
         except (RuntimeError, ValueError, OSError, KeyError) as err:
             status[model] = str(err)
@@ -777,6 +789,7 @@ def compare(
                 if train_run is not None:
                     info["epochs"].append(len(_epoch_times(client, train_run.info.run_id)) or model_epochs)
                     info["batch_size"].add(train_run.data.params.get("batch_size", "?"))
+                    info["train_s"].append(_training_seconds(client, train_run))
                 else:
                     info["epochs"].append(model_epochs)
                 info["train_wall_s"].append(wall)
@@ -824,20 +837,23 @@ def compare(
                "recipe": recipe, **rows.get(model, {}), **costs.get(model, {})}  # fmt: skip
         epochs_run = sorted(set(info.get("epochs", [])))
         row["epochs"] = "/".join(str(e) for e in epochs_run) if epochs_run else ""
-        walls = info.get("train_wall_s", [])
+        walls, trains = info.get("train_wall_s", []), info.get("train_s", [])
         row["train_wall_s"] = statistics.fmean(walls) if walls else math.nan
+        row["train_s"] = statistics.fmean(trains) if trains else math.nan
         row["batch_size"] = "/".join(sorted(str(b) for b in info.get("batch_size", ()))) or (batch_size or "")
         row["checkpoint_rule"] = info.get("checkpoint_rule", "")
-        row["epoch_s"], row["overhead_s"] = info.get("epoch_s", math.nan), info.get("overhead_s", math.nan)
+        row["epoch_s"], row["warmup_s"] = info.get("epoch_s", math.nan), info.get("warmup_s", math.nan)
         final.append(row)
     per_model = "; ".join(
-        f"{r['label']}: {r['epochs'] or '—'} ep, batch {r['batch_size'] or '—'}, {_fmt(r['train_wall_s'], 0)} s "
-        f"train wall, ckpt {r['checkpoint_rule'] or '—'}"
+        f"{r['label']}: {r['epochs'] or '—'} ep, batch {r['batch_size'] or '—'}, {_fmt(r['train_s'], 0)} s "
+        f"training ({_fmt(r['train_wall_s'], 0)} s run wall), ckpt {r['checkpoint_rule'] or '—'}"
         for r in final
     )
     unit = next((r.get("unit") for r in table if r.get("unit")), "case")
     budget = (
-        f"{time_budget_min:g} min training per run (calibrated)" if time_budget_min else "none (fixed epochs)"
+        f"{time_budget_min:g} min of training epochs per run (calibrated; start-up and model logging excluded)"
+        if time_budget_min
+        else "none (fixed epochs)"
     )
     settings = (
         f"Settings: recipe {recipe}; {seeds} seed(s); {image_size}×{image_size} px, {in_channels} input channel(s), "
