@@ -66,7 +66,9 @@ __all__ = [
 ]
 
 METRIC_NAMES = ("dice", "iou", "precision", "recall", "f1", "hd95")
-CSV_COLUMNS = ("case", *METRIC_NAMES, "empty_gt", "empty_pred")
+CSV_COLUMNS = ("case", *METRIC_NAMES, "empty_gt", "empty_pred", "case_id")
+#: Datalist item keys naming a case, in order of preference (``case_id`` is what ``litenext-prepare`` writes).
+CASE_ID_KEYS = ("case_id", "id")
 _EMPTY_FLAGS = ("empty_gt", "empty_pred")
 
 
@@ -206,6 +208,23 @@ def _case_name(item: dict[str, Any], keys: Sequence[str], name_key: str) -> str 
     return None
 
 
+def _case_id(items: Sequence[Any], keys: Sequence[str], name_key: str) -> str | None:
+    """The datalist case id of a sample (first of :data:`CASE_ID_KEYS` in ``items``), else its full image path."""
+    for item in items:
+        if isinstance(item, dict):
+            for key in CASE_ID_KEYS:
+                if item.get(key) is not None and str(item[key]) != "":
+                    return str(item[key])
+    for item in items:
+        if isinstance(item, dict):
+            for key in keys:
+                value = item.get(key)
+                meta = value.meta if isinstance(value, MetaTensor) else item.get(f"{key}_meta_dict")
+                if isinstance(meta, dict) and meta.get(name_key) is not None:
+                    return str(meta[name_key])
+    return None
+
+
 class PerImageMetricsSaver:
     """Ignite handler: per-image metrics of an evaluator, saved to CSV at the end of each epoch.
 
@@ -221,7 +240,9 @@ class PerImageMetricsSaver:
 
     ``case`` is the basename of ``name_key`` in the meta data of ``pred``, ``label`` or
     ``image`` (MetaTensor ``.meta`` or ``<key>_meta_dict``), or the image's running index when
-    none is found.
+    none is found. ``case_id`` identifies the case without basename collisions: the datalist item's
+    ``case_id`` (or ``id``) key, read from the decollated ``engine.state.batch`` sample, else the
+    full image path from the meta data.
 
     Several classes (``num_classes`` = N ≥ 2): ``label`` is a ``1×H×W`` label map (values
     ``0 .. N``) and ``pred`` either the ``(N+1)×H×W`` logits/probabilities (argmax is taken;
@@ -287,12 +308,17 @@ class PerImageMetricsSaver:
         output = self.output_transform(engine.state.output)
         if isinstance(output, dict):
             output = decollate_batch(output)
-        for item in output:
+        batch = getattr(engine.state, "batch", None)
+        sources = batch if isinstance(batch, list) and len(batch) == len(output) else [None] * len(output)
+        for item, source in zip(output, sources):
             pred = torch.as_tensor(item[self.pred_key]).detach().float()
             label = torch.as_tensor(item[self.label_key]).detach().float()
             name = _case_name(item, (self.pred_key, self.label_key, self.image_key), self.name_key)
+            case_id = _case_id((source, item), (self.pred_key, self.label_key, self.image_key), self.name_key)
             if self.num_classes > 1:
-                self.records.append(self._multiclass_record(pred, label, name))
+                record = self._multiclass_record(pred, label, name)
+                record["case_id"] = case_id if case_id is not None else record["case"]
+                self.records.append(record)
                 continue
             if pred.ndim < 2 or pred.shape[0] != 1 or label.shape != pred.shape:
                 raise ValueError(
@@ -306,6 +332,7 @@ class PerImageMetricsSaver:
             record: dict[str, Any] = {"case": name if name is not None else str(len(self.records))}
             record.update({k: float(values[k][0, 0]) for k in METRIC_NAMES})
             record.update({k: int(values[k][0, 0]) for k in ("empty_gt", "empty_pred")})
+            record["case_id"] = case_id if case_id is not None else record["case"]
             self.records.append(record)
 
     def _multiclass_record(self, pred: torch.Tensor, label: torch.Tensor, name: str | None) -> dict[str, Any]:

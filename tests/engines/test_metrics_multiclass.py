@@ -121,4 +121,5 @@ def test_saver_rejects_wrong_channels(tmp_path) -> None:
         "hd95",
         "empty_gt",
         "empty_pred",
+        "case_id",
     )
