@@ -288,10 +288,15 @@ def checkpoint_rule(layers: Sequence[Path], overrides: Mapping[str, Any]) -> str
         return "?"
     rule = "last epoch" if mode == "last" else f"best {str(metric).replace('val_mean_', 'val ')}"
     if parser.get("early_stopping", None) is not None:
-        patience = parser.get(
-            "lr_schedule#early_stopping_patience", parser.get("early_stopping#patience", "?")
-        )
+        patience = parser.get("lr_schedule#early_stopping_patience_epochs", None)
+        if patience is None:
+            patience = parser.get("lr_schedule#early_stopping_patience", "?")
         rule += f", early stop after {patience} epochs without gain"
+        if parser.get("lr_schedule#early_stopping_min_epochs", None) is not None:
+            try:
+                rule += f" (from epoch {parser.get_parsed_content('lr_schedule#early_stopping_min_epochs')})"
+            except Exception:  # noqa: BLE001 - a description only: an unparsable expression is left out
+                pass
     return rule
 
 

@@ -194,7 +194,7 @@ def test_checkpoint_rules_read_from_the_config(tmp_path):
 
     assert rule("lv_unet", "own") == "last epoch"
     assert rule("litenext", "own") == "best val dice"
-    assert rule("mini_net", "own") == "best val dice, early stop after 4 epochs without gain"
+    assert rule("mini_net", "own") == "best val dice, early stop after 10 epochs without gain (from epoch 50)"
     assert {rule(m, "common") for m in MODELS} == {"best val dice"}
     assert rule("litenext", "own", {"validate#handlers#1#mode": "last"}) == "last epoch"
 
