@@ -135,7 +135,9 @@ def _read_datalist(datalist: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-def class_segments(num_classes: int, datalist: str | os.PathLike | None = None) -> list[dict[str, Any]] | None:
+def class_segments(
+    num_classes: int, datalist: str | os.PathLike | None = None
+) -> list[dict[str, Any]] | None:
     """DICOM SEG descriptions of N ≥ 2 classes for the model card's ``segments`` (``None`` for N = 1).
 
     Class k is labelled with the datalist's ``"labels"[str(k)]`` when it has one (the built-in
