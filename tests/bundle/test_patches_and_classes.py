@@ -124,7 +124,7 @@ def test_several_classes_train_evaluate_and_write_png_nifti_and_seg(tmp_path: Pa
     inputs = tmp_path / "in"
     inputs.mkdir()
     Image.fromarray(grey[0]).save(inputs / "case.png")
-    nib.save(nib.Nifti1Image(grey[1].T.astype(np.uint8), np.eye(4)), inputs / "case2.nii.gz")
+    nib.save(nib.Nifti1Image(grey[1].astype(np.uint8), np.eye(4)), inputs / "case2.nii.gz")
     series = synthetic_mr_series([g.astype(np.uint16) for g in grey])
     for k, ds in enumerate(series):
         ds.BitsStored, ds.HighBit = 8, 7
@@ -144,7 +144,7 @@ def test_several_classes_train_evaluate_and_write_png_nifti_and_seg(tmp_path: Pa
     assert set(np.unique(np.stack(expected)).tolist()) == {0, 1, 2}
     png = np.asarray(Image.open(out / "case_mask.png"))
     assert np.array_equal(png, expected[0]), f"{int((png != expected[0]).sum())} pixels differ"
-    nifti = np.asarray(nib.load(out / "case2_mask.nii.gz").dataobj).T
+    nifti = np.asarray(nib.load(out / "case2_mask.nii.gz").dataobj)  # H×W as stored
     assert np.array_equal(nifti, expected[1]), f"{int((nifti != expected[1]).sum())} pixels differ"
     (seg_path,) = [p for p in out.rglob("*.dcm")]
     assert dciodvfy_errors(seg_path) == []
