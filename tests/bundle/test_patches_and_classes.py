@@ -211,3 +211,20 @@ def test_patch_training_writes_a_patch_card_and_infers_at_full_size(tmp_path: Pa
     (expected,) = Predictor(network, settings).predict_images([x])
     assert 0.05 < expected.mean() < 0.95
     assert np.array_equal(mask, expected.astype(bool)), f"{int((mask != expected).sum())} pixels differ"
+
+    # Run-time overrides: --tta True and --sw_overlap 0.5 reach the bundle's inferer.
+    run_cmd(
+        bundle_cmd(
+            "run", "--config_file", str([TRAIN, INFERENCE]), *_common(data, tmp_path),
+            "--ckpt_path", str(folder / "model.pt"), "--infer_input", str(inputs),
+            "--prediction_dir", str(tmp_path / "pred_tta"), "--save_overlays", "False",
+            "--tta", "True", "--sw_overlap", "0.5",
+        ),
+        env={"OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    mask_tta = np.asarray(Image.open(tmp_path / "pred_tta" / "wide_mask.png")) > 0
+    (expected_tta,) = Predictor(network, {**settings, "tta": True, "sw_overlap": 0.5}).predict_images([x])
+    assert not np.array_equal(expected_tta, expected), (
+        "the overrides change nothing: the check could not fail"
+    )
+    assert np.array_equal(mask_tta, expected_tta.astype(bool))
