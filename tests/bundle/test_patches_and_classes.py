@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.bundle.conftest import BUNDLE, EVALUATE, INFERENCE, TRAIN, bundle_cmd, expr_path, run_cmd
+from tests.bundle.conftest import BUNDLE, EVALUATE, INFERENCE, SETTINGS, TRAIN, bundle_cmd, expr_path, run_cmd
 from tests.hospital_helpers import dciodvfy_errors, read_seg
 
 MC_SIZE, MC_NET = 48, 32  # multi-class images and network size (off each other: resize + Invertd)
@@ -97,7 +97,7 @@ def test_several_classes_train_evaluate_and_write_png_nifti_and_seg(tmp_path: Pa
     run_cmd(
         bundle_cmd(
             "run", "--config_file", str([TRAIN, EVALUATE]), *_common(data, tmp_path), "--ckpt_path", str(ckpt),
-            "--save_predictions", "True", "--output_format", "png",
+            "--save_predictions", "True", "--output_format", "png", "--tracking", SETTINGS,
         ),
         env={"OMP_NUM_THREADS": "1"},
     )  # fmt: skip
@@ -117,6 +117,14 @@ def test_several_classes_train_evaluate_and_write_png_nifti_and_seg(tmp_path: Pa
             (float(rows[stem]["dice_class1"]) + float(rows[stem]["dice_class2"])) / 2, abs=1e-4
         )
     assert seen == {0, 1, 2}, f"the predictions hold only {seen}: the checks above could not fail"
+    # ... and MLflow (real SQLite store) has the per-class means of those Dice values.
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'out' / 'mlruns.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("litenext_seg").experiment_id])
+    for c in (1, 2):
+        expected_mean = np.mean([float(r[f"dice_class{c}"]) for r in rows.values()])
+        assert run.data.metrics[f"per_image_mean_dice_class{c}"] == pytest.approx(expected_mean, abs=1e-4)
     metrics = (eval_dir / "metrics.csv").read_text()
     assert "test_mean_dice" in metrics
 
