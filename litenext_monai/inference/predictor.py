@@ -2,10 +2,13 @@
 
 :class:`Predictor` instantiates the transforms of the pipeline file (``transforms/litenext_2d.json``,
 :func:`~litenext_monai.transforms.load_pipeline`) with the model card's values, as the inference
-bundle does: :class:`~litenext_monai.transforms.LoadImage2D` with the card's modality and channels,
-the ``resize_image`` pipeline (anti-aliased bilinear ``Resized`` to ``image_size``), the network,
-``Invertd`` (bilinear resize of the *logits* back to the image's size) and the ``binarize_logits``
-pipeline (sigmoid, then ``>= threshold``). Folder inference (the bundle), volume inference
+bundle does: :class:`~litenext_monai.transforms.LoadImage2D` with the card's modality and channels;
+with ``input_mode="resize"`` the ``resize_image`` pipeline (anti-aliased bilinear ``Resized`` to
+``image_size``); the inferer of :func:`~litenext_monai.inferers.build_inferer` (one forward pass,
+or with ``input_mode="patch"`` a Gaussian sliding window of ``image_size`` over the image at its own
+size; optionally flip TTA); ``Invertd`` (bilinear resize of the *logits* back to the image's size,
+resize mode only) and the ``logits_to_mask`` pipeline (one class: sigmoid, then ``>= threshold``;
+N classes: argmax to a label map ``0 .. N``). Folder inference (the bundle), volume inference
 (:func:`~litenext_monai.inference.segment_volume`) and the DICOM node
 (:func:`segment_dicom_to_seg`) all give one image the same mask; the tests compare them.
 
@@ -28,6 +31,7 @@ from monai.transforms import Compose, Invertd
 from torch import nn
 
 from litenext_monai.inference.loading import load_network_from_checkpoint
+from litenext_monai.inferers import build_inferer
 from litenext_monai.io import read_dicom_frames
 from litenext_monai.io.dicom_seg import (
     deduplicate_instances,
@@ -51,16 +55,25 @@ def _check_finite(image: torch.Tensor, source: str) -> None:
 
 
 class Predictor:
-    """Binary masks of 2D images at their own size, as the inference bundle computes them.
+    """Masks (binary or label maps) of 2D images at their own size, as the inference bundle computes them.
 
     Args:
-        network: the segmentation network (``B×C×h×w`` → ``B×1×h×w`` logits), e.g. from
-            :func:`~litenext_monai.engines.load_network_from_checkpoint`.
-        settings: the checkpoint's inference settings (``in_channels``, ``image_size``,
-            ``modality``, ``threshold``).
+        network: the segmentation network (``B×C×h×w`` → ``B×K×h×w`` logits, K = 1 for one
+            class, N + 1 for N classes), e.g. from
+            :func:`~litenext_monai.inference.load_network_from_checkpoint`.
+        settings: the checkpoint's inference settings (model card: ``in_channels``, ``image_size``,
+            ``modality``, ``threshold``, ``input_mode``, ``num_classes``, ``sw_overlap``,
+            ``sw_batch_size``, ``tta``); missing keys take
+            :data:`~litenext_monai.model.card.DEFAULT_SETTINGS`.
         device: where the network runs; default: where its parameters are.
-        batch_size: images per forward pass; 1 (the default) reproduces the bundle's batches of one
+        batch_size: images per inferer call; 1 (the default) reproduces the bundle's batches of one
             exactly, larger batches may differ in the last float bit and flip a borderline pixel.
+            Images of different sizes are never batched together.
+
+    Attributes:
+        inferer: the MONAI inferer built by :func:`~litenext_monai.inferers.build_inferer` from
+            the settings (``SimpleInferer``, ``SlidingWindowInferer`` or either inside
+            ``FlipTTAInferer``).
     """
 
     def __init__(
@@ -79,10 +92,14 @@ class Predictor:
         self.network = network.to(self.device).eval()
         self.batch_size = max(1, int(batch_size))
         values = pipeline_values(settings)
+        card = complete_settings(settings)
         self.loader = LoadImage2D(modality=str(values["modality"]), channels=int(values["in_channels"]))
         self.resize = Compose(load_pipeline("resize_image", None, values))
         self.image_size = tuple(int(s) for s in values["image_size"])
-        self.binarize = Compose(load_pipeline("binarize_logits", None, values))
+        self.num_classes = int(values["num_classes"])
+        self.input_mode = str(values["input_mode"])
+        self.inferer = build_inferer({**card, "image_size": list(self.image_size)})
+        self.to_mask = Compose(load_pipeline("logits_to_mask", None, values))
         # Resized is the identity for an image already at image_size (MONAI returns it unchanged),
         # so such images skip Resized/Invertd; the others are inverted on the logits as in the bundle.
         self.invert = Invertd(keys="pred", transform=self.resize, orig_keys="image", nearest_interp=False)
@@ -125,14 +142,19 @@ class Predictor:
         return images
 
     def predict_images(self, images: Sequence[MetaTensor]) -> list[np.ndarray]:
-        """``H×W`` uint8 {0, 1} masks of loaded images, each at its own size.
+        """``H×W`` uint8 masks of loaded images, each at its own size.
 
-        The bundle's post-processing (``Invertd`` of the resize, ``Activationsd(sigmoid=True)``,
-        ``AsDiscreted(threshold=t)``, i.e. ``sigmoid(logit) >= t``) computed on plain tensors.
+        One class: {0, 1}; N classes: a label map ``0 .. N``. The bundle's inference computed on
+        plain tensors: ``Resized`` (resize mode), the inferer, ``Invertd`` of the resize on the
+        logits, then the ``logits_to_mask`` pipeline (``sigmoid(logit) >= t`` or argmax).
+
+        Raises:
+            ValueError: the network's output channels do not fit ``num_classes``.
         """
+        expected = 1 if self.num_classes == 1 else self.num_classes + 1
         masks: list[np.ndarray] = []
         for start in range(0, len(images), self.batch_size):
-            items = [self._resized(image) for image in images[start : start + self.batch_size]]
+            items = [self._prepared(image) for image in images[start : start + self.batch_size]]
             sizes = {tuple(item["image"].shape) for item in items}
             groups = [[item] for item in items] if len(sizes) > 1 else [items]
             for group in groups:
@@ -142,21 +164,23 @@ class Predictor:
                 plain = [item["image"].as_subclass(torch.Tensor) for item in group]
                 batch = torch.stack(plain).to(self.device)
                 with torch.inference_mode():
-                    logits = self.network(batch)
+                    logits = self.inferer(batch, self.network)
                 for item, logit in zip(group, logits.detach().cpu()):
-                    if logit.shape[0] != 1:
+                    if logit.shape[0] != expected:
                         raise ValueError(
-                            f"expected one output channel, got logits of shape {tuple(logit.shape)}"
+                            f"num_classes={self.num_classes} needs {expected} output channel(s), "
+                            f"got logits of shape {tuple(logit.shape)}"
                         )
                     if item["resized"]:
                         item["pred"] = MetaTensor(logit.clone()).copy_meta_from(item["image"])
                         logit = self.invert(item)["pred"].as_subclass(torch.Tensor)
-                    mask = self.binarize({"pred": logit})["pred"]
+                    mask = self.to_mask({"pred": logit})["pred"]
                     masks.append(np.asarray(mask[0], dtype=np.uint8))
         return masks
 
-    def _resized(self, image: MetaTensor) -> dict[str, Any]:
-        if tuple(image.shape[1:]) == self.image_size:
+    def _prepared(self, image: MetaTensor) -> dict[str, Any]:
+        """The network input: patch mode keeps the image's size (the sliding window covers it)."""
+        if self.input_mode == "patch" or tuple(image.shape[1:]) == self.image_size:
             return {"image": image, "resized": False}
         return {**self.resize({"image": image}), "resized": True}
 
@@ -173,6 +197,8 @@ def pipeline_values(settings: Mapping[str, Any]) -> dict[str, Any]:
         "in_channels": int(card["in_channels"]),
         "image_size": [int(s) for s in card["image_size"]],
         "threshold": float(card["threshold"]),
+        "num_classes": int(card["num_classes"]),
+        "input_mode": str(card["input_mode"]),
     }
 
 
@@ -189,6 +215,8 @@ def segment_dicom_to_seg(
 
     The instances are segmented one by one in position order (Image Position (Patient) along
     the slice normal, else Instance Number) and become the frames of the SEG in that order.
+    A model with N ≥ 2 classes gives one segment per class, described by the card's ``segments``
+    (:func:`~litenext_monai.model.card.dicom_seg_metadata`).
 
     Args:
         files: the instances of ONE series, in any order; or one single- or multi-frame file.

@@ -128,13 +128,16 @@ def segment_volume(
     window: Sequence[float] | None = None,
     percentiles: Sequence[float] | None = None,
     settings: Mapping[str, Any] | None = None,
+    tta: bool | None = None,
 ) -> Path:
     """Segment a 3D volume slice by slice with a 2D network and write the mask volume.
 
     Every slice along ``axis`` goes through :class:`~litenext_monai.inference.Predictor` with the
     model card ``settings``: normalised on its own (as a training slice was), converted to
-    ``network.in_channels``, resized to ``image_size``, segmented, its logits resized back to the
-    slice's size, then ``sigmoid >= threshold``.
+    ``network.in_channels``, then as the card's ``input_mode`` says either resized to
+    ``image_size``, segmented and its logits resized back to the slice's size, or segmented by a
+    Gaussian sliding window of ``image_size`` at the slice's own size; then ``sigmoid >= threshold``
+    (one class) or argmax (``num_classes`` ≥ 2).
 
     Args:
         network: a 2D segmentation network with an ``in_channels`` attribute (e.g. from
@@ -151,9 +154,11 @@ def segment_volume(
         window: CT ``(centre, width)`` in HU; ``None`` uses the loader's default.
         percentiles: ``(low, high)`` for MR/microscopy; ``None`` uses the loader's default.
         settings: the model card (e.g. the settings :func:`load_network_from_checkpoint` returns).
+        tta: override the card's flip test-time augmentation (``None``: the card's, default off).
 
     Returns:
-        ``output_path``: a ``uint8`` {0, 1} NIfTI with the input's voxel shape (``H×W×S`` for a
+        ``output_path``: a ``uint8`` NIfTI ({0, 1}, or the label map ``0 .. N`` for N classes) with
+        the input's voxel shape (``H×W×S`` for a
         series) and affine (the NIfTI header's, or the one
         :func:`~litenext_monai.io.read_dicom_series` computes).
 
@@ -163,12 +168,14 @@ def segment_volume(
             bad arguments.
     """
     source, output_path = Path(source), Path(output_path)
-    overrides = {"image_size": image_size, "modality": modality, "threshold": threshold}
+    overrides = {"image_size": image_size, "modality": modality, "threshold": threshold, "tta": tta}
     card = complete_settings(
         {
             **dict(settings or {}),
             **{k: v for k, v in overrides.items() if v is not None},
             "in_channels": int(network.in_channels),
+            # a network without a card: its output channels tell one class from several
+            "out_channels": (settings or {}).get("out_channels") or getattr(network, "out_channels", None),
         }
     )
     if axis not in (0, 1, 2):

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from litenext_monai.model.card import (
     DEFAULT_SETTINGS,
+    INFERENCE_OVERRIDES,
     MODEL_METADATA,
     REQUIRED_SETTINGS,
     checkpoint_settings,
     checkpoint_sha256,
+    class_segments,
     complete_settings,
+    datalist_num_classes,
     dicom_seg_metadata,
     inference_settings_path,
     model_metadata,
@@ -28,6 +31,7 @@ from litenext_monai.model.loader import (
 __all__ = [
     "DEFAULT_SETTINGS",
     "EXPORT_FORMATS",
+    "INFERENCE_OVERRIDES",
     "MODEL_METADATA",
     "REQUIRED_SETTINGS",
     "build_network",
@@ -35,7 +39,9 @@ __all__ = [
     "checkpoint_network",
     "checkpoint_settings",
     "checkpoint_sha256",
+    "class_segments",
     "complete_settings",
+    "datalist_num_classes",
     "deploy_on_load",
     "dicom_seg_metadata",
     "export_checkpoint",

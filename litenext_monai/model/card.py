@@ -8,7 +8,16 @@ Training writes, next to the inference checkpoint ``models/model.pt`` (a plain `
      "threshold": 0.5,
      "segment": {"label": "Foreground", "category": ["SCT", "85756007", "Tissue"],
                  "type": ["SCT", "85756007", "Tissue"]},
+     "input_mode": "resize", "num_classes": 1, "segments": null,
+     "sw_overlap": 0.25, "sw_batch_size": 4,
      "package_version": "0.1.0"}
+
+``input_mode`` (``"resize"``: the whole image is resized to ``image_size``; ``"patch"``: the
+network was trained on ``image_size`` crops and infers with a Gaussian sliding window of that
+size at each image's own size), ``num_classes`` (N foreground classes; 1 = binary sigmoid,
+N ≥ 2 = N + 1 softmax channels), ``segments`` (N ≥ 2: one DICOM SEG description per class),
+``sw_overlap`` and ``sw_batch_size`` were added with issue 18; a card without them reads as
+:data:`DEFAULT_SETTINGS` says, i.e. as the binary resize model it is.
 
 so inference, evaluation, export and the DICOM node need nothing but the checkpoint path.
 ``network_def`` is plain JSON: a dotted ``_target_`` naming a ``torch.nn.Module`` subclass and
@@ -31,13 +40,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from litenext_monai.inferers import DEFAULT_SW_BATCH_SIZE, DEFAULT_SW_OVERLAP, INPUT_MODES
 from litenext_monai.io import atomic_write
 
 __all__ = [
     "DEFAULT_SETTINGS",
+    "INFERENCE_OVERRIDES",
     "REQUIRED_SETTINGS",
     "checkpoint_settings",
+    "class_segments",
     "complete_settings",
+    "datalist_num_classes",
     "dicom_seg_metadata",
     "checkpoint_sha256",
     "inference_settings_path",
@@ -74,12 +87,78 @@ DEFAULT_SETTINGS: dict[str, Any] = {
         "category": ["SCT", "85756007", "Tissue"],
         "type": ["SCT", "85756007", "Tissue"],
     },
+    # issue 18: patch training / sliding window, several classes, flip TTA
+    "input_mode": "resize",
+    "num_classes": 1,
+    "segments": None,
+    "sw_overlap": DEFAULT_SW_OVERLAP,
+    "sw_batch_size": DEFAULT_SW_BATCH_SIZE,
+    "tta": False,
 }
+
+#: Settings an inference run may override on the command line (``None`` keeps the card's value).
+INFERENCE_OVERRIDES = ("tta", "sw_overlap", "sw_batch_size")
 
 
 def complete_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """``settings`` with every key of :data:`DEFAULT_SETTINGS` it lacks filled in."""
-    return {**json.loads(json.dumps(DEFAULT_SETTINGS)), **dict(settings)}
+    """``settings`` with every key of :data:`DEFAULT_SETTINGS` it lacks filled in.
+
+    A card without ``num_classes`` but with ``out_channels`` > 1 reads as
+    ``num_classes = out_channels - 1`` (the softmax convention); ``None`` values count as missing.
+    """
+    given = {k: v for k, v in dict(settings).items() if v is not None}
+    if "num_classes" not in given and int(given.get("out_channels") or 1) > 1:
+        given["num_classes"] = int(given["out_channels"]) - 1
+    return {**json.loads(json.dumps(DEFAULT_SETTINGS)), **given}
+
+
+def datalist_num_classes(datalist: str | os.PathLike) -> int:
+    """N foreground classes a datalist declares (its ``"num_classes"``; 1 when it has none).
+
+    Raises:
+        ValueError: unreadable datalist or a ``num_classes`` that is not an integer >= 1 (names the file).
+    """
+    data = _read_datalist(datalist)
+    value = data.get("num_classes", 1)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{datalist}: 'num_classes' must be an integer >= 1, got {value!r}")
+    return value
+
+
+def _read_datalist(datalist: str | os.PathLike) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(datalist).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{datalist}: unreadable datalist ({err})") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{datalist}: a datalist must be a JSON object")
+    return data
+
+
+def class_segments(
+    num_classes: int, datalist: str | os.PathLike | None = None
+) -> list[dict[str, Any]] | None:
+    """DICOM SEG descriptions of N ≥ 2 classes for the model card's ``segments`` (``None`` for N = 1).
+
+    Class k is labelled with the datalist's ``"labels"[str(k)]`` when it has one (the built-in
+    multi-class data names cytoplasm and nucleus), else ``"Class k"``; category and type are the
+    default segment's. A bundle overrides ``segments`` with coded entries for real anatomy.
+    """
+    if int(num_classes) < 2:
+        return None
+    labels: Mapping[str, Any] = {}
+    if datalist is not None and Path(datalist).is_file():
+        found = _read_datalist(datalist).get("labels")
+        labels = found if isinstance(found, Mapping) else {}
+    default = DEFAULT_SETTINGS["segment"]
+    return [
+        {
+            "label": str(labels.get(str(k)) or f"Class {k}"),
+            "category": list(default["category"]),
+            "type": list(default["type"]),
+        }
+        for k in range(1, int(num_classes) + 1)
+    ]
 
 
 def inference_settings_path(ckpt_path: str | os.PathLike) -> Path:
@@ -154,6 +233,24 @@ def _check_settings(settings: Mapping[str, Any], source: str) -> None:
         raise ValueError(f"{source}: 'network_def' must be a dict with a dotted '_target_' path")
     if len(settings["image_size"]) != 2:
         raise ValueError(f"{source}: 'image_size' must be [H, W], got {settings['image_size']!r}")
+    mode = settings.get("input_mode")
+    if mode is not None and mode not in INPUT_MODES:
+        raise ValueError(f"{source}: 'input_mode' must be one of {INPUT_MODES}, got {mode!r}")
+    num_classes = settings.get("num_classes")
+    if num_classes is not None:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"{source}: 'num_classes' must be an integer >= 1, got {num_classes!r}")
+        expected = 1 if num_classes == 1 else num_classes + 1
+        if int(settings["out_channels"]) != expected:
+            raise ValueError(
+                f"{source}: num_classes={num_classes} needs out_channels={expected}, "
+                f"got {settings['out_channels']}"
+            )
+        segments = settings.get("segments")
+        if segments is not None and (num_classes < 2 or len(segments) != num_classes):
+            raise ValueError(
+                f"{source}: 'segments' must describe each of the {num_classes} classes (or be null for one)"
+            )
 
 
 def write_inference_settings(ckpt_path: str | os.PathLike, settings: Mapping[str, Any]) -> Path:
@@ -247,7 +344,11 @@ def checkpoint_sha256(checkpoint: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def checkpoint_settings(ckpt_path: str | os.PathLike, fallback: Mapping[str, Any]) -> dict[str, Any]:
+def checkpoint_settings(
+    ckpt_path: str | os.PathLike,
+    fallback: Mapping[str, Any],
+    overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """What a bundle's inference uses: ``model.json`` when the checkpoint has one, else ``fallback``.
 
     Args:
@@ -255,27 +356,45 @@ def checkpoint_settings(ckpt_path: str | os.PathLike, fallback: Mapping[str, Any
         fallback: the bundle config's own values (``modality``, ``in_channels``, ``image_size``,
             ``threshold``, ``segment``), used for a checkpoint written before ``model.json``
             existed; ``model.json`` values win over them.
+        overrides: run-time choices that win over the card (``tta``, ``sw_overlap``,
+            ``sw_batch_size``, see :data:`INFERENCE_OVERRIDES`); ``None`` values are ignored.
+
+    Returns:
+        The settings completed with :data:`DEFAULT_SETTINGS` (so ``input_mode``, ``num_classes``,
+        ``sw_*`` and ``tta`` are always present).
+
+    Raises:
+        ValueError: an override that is not in :data:`INFERENCE_OVERRIDES`.
     """
+    extra = {k: v for k, v in dict(overrides or {}).items() if v is not None}
+    unknown = sorted(set(extra) - set(INFERENCE_OVERRIDES))
+    if unknown:
+        raise ValueError(f"cannot override {unknown} at inference; only {list(INFERENCE_OVERRIDES)}")
     try:
-        return {**dict(fallback), **read_inference_settings(ckpt_path)}
+        return complete_settings({**dict(fallback), **read_inference_settings(ckpt_path), **extra})
     except FileNotFoundError:
         logger.warning(
             "%s has no %s beside it: using the bundle config's modality, channels, size and threshold",
             Path(ckpt_path).name,
             inference_settings_path(ckpt_path).name,
         )
-        return dict(fallback)
+        return complete_settings({**dict(fallback), **extra})
 
 
 def dicom_seg_metadata(ckpt_path: str | os.PathLike, settings: Mapping[str, Any]) -> dict[str, Any]:
     """Keyword arguments of :func:`~litenext_monai.io.dicom_seg.write_dicom_seg` for a checkpoint.
 
     The hash is ``settings["checkpoint_sha256"]`` when the settings came from
-    :func:`load_network_from_checkpoint`, else computed from ``ckpt_path``.
+    :func:`load_network_from_checkpoint`, else computed from ``ckpt_path``. One class gives
+    ``segment`` (and ``segments=None``); N ≥ 2 classes give ``segments`` from the card (default
+    ``"Class 1" … "Class N"``, :func:`class_segments`) and ``segment=None``.
     """
     target = str(settings.get("network_def", {}).get("_target_", "LiteNeXt"))
+    card = complete_settings(settings)
+    several = int(card["num_classes"]) > 1
     return {
-        "segment": settings.get("segment"),
+        "segment": None if several else settings.get("segment"),
+        "segments": (card.get("segments") or class_segments(int(card["num_classes"]))) if several else None,
         "algorithm_name": target.rsplit(".", 1)[-1] or "LiteNeXt",
         "algorithm_version": settings.get("package_version") or _package_version(),
         "checkpoint_sha256": settings.get("checkpoint_sha256") or checkpoint_sha256(ckpt_path),

@@ -26,11 +26,11 @@ BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "litenext_seg"
 
 def _bundle_masks(network, settings, files) -> list[np.ndarray]:
     """The oracle: the bundle's own pipelines (transforms/litenext_2d.json), one file at a time."""
-    values = {k: settings[k] for k in ("modality", "in_channels", "image_size", "threshold")}
+    values = {k: settings[k] for k in ("modality", "in_channels", "image_size", "threshold", "num_classes")}
     pre = Compose(load_pipeline("load_image", BUNDLE, values) + load_pipeline("resize_image", BUNDLE, values))
     post = Compose(
         [Invertd(keys="pred", transform=pre, orig_keys="image", nearest_interp=False)]
-        + load_pipeline("binarize_logits", BUNDLE, values)
+        + load_pipeline("logits_to_mask", BUNDLE, values)
     )
     masks = []
     for f in files:

@@ -51,7 +51,19 @@ def test_settings_round_trip_as_plain_json(tmp_path: Path) -> None:
     # A key the card lacks reads as its default (the one place for defaults).
     tissue = ["SCT", "85756007", "Tissue"]
     default_segment = {"label": "Foreground", "category": tissue, "type": tissue}
-    assert read_inference_settings(tmp_path / "models" / "model.pt") == {**raw, "segment": default_segment}
+    issue18 = {
+        "input_mode": "resize",
+        "num_classes": 1,
+        "segments": None,
+        "sw_overlap": 0.25,
+        "sw_batch_size": 4,
+    }
+    assert read_inference_settings(tmp_path / "models" / "model.pt") == {
+        **raw,
+        "segment": default_segment,
+        **issue18,
+        "tta": False,
+    }
     assert not list(path.parent.glob(".*"))  # no temporary left behind
 
 
