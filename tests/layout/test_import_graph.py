@@ -13,10 +13,10 @@ PACKAGE = Path(__file__).resolve().parents[2] / "litenext_monai"
 #: Layers from the bottom up (STYLE.md): a module may import its own layer and the ones below.
 LAYERS = [
     {"networks", "losses", "io", "resources"},
-    {"transforms", "data"},
+    {"transforms", "data", "inferers"},
     {"model"},
     {"tracking"},
-    {"inferers", "inference"},
+    {"inference"},
     {"engines"},
     {"dicom_node", "experiments"},
     {"cli"},
