@@ -4,24 +4,34 @@
 :class:`~litenext_monai.dicom_node.jobs.JobQueue`, segments each sealed series in a worker
 thread and C-STOREs the resulting SEG to a destination in a second worker thread, retrying with
 back-off until the destination acknowledges it.
+
+The network edge is hardened (docs/dicom-node.md): associations are accepted only from allowed
+``AET@HOST`` pairs (:mod:`.access`), optionally over TLS with client certificates (:mod:`.tls`);
+PDU size, associations, instance and pixel sizes, Deflate and disk use are limited
+(:mod:`.limits`); ``/healthz`` and ``/metrics`` report on the node (:mod:`.health`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
+from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
 
+from .access import AccessPolicy, AllowRule
 from .jobs import Job, JobQueue
+from .limits import GB, Limits, MessageSizeGuard, StorageGuard, purge_failed
 from .receiver import StorageReceiver
 from .redact import PatientRedactor
 from .sender import Destination, SendError, send_file
+from .sop_classes import decodable_transfer_syntaxes
+from .tls import server_context
 
 __all__ = ["DicomNode", "Segmenter", "checkpoint_segmenter", "synthetic_mr_series"]
 
@@ -115,10 +125,25 @@ class DicomNode:
         retry_max_seconds: longest wait between delivery attempts (the wait doubles from 1 s).
         max_refusals: a SEG that the destination refuses (failure status) this many times is moved
             to ``failed/``; unreachable destinations are retried for ever.
-        network_timeout: seconds for connecting to and waiting on the destination.
+        network_timeout: seconds for connecting to and waiting on the destination, and the longest
+            a sending peer may stall in the middle of a PDU or a TLS handshake.
         warm_up: before listening, segment a synthetic two-slice series once, so that the first
             real series does not pay for one-time initialisation (highdicom loads its tables of
             the standard, several seconds, on first use).
+        allow: ``AET@HOST`` rules (``--allow``); HOST an IP address, a CIDR network or a host name.
+            Without rules every association is refused unless ``allow_any``.
+        allow_any: accept any calling AE title from anywhere (``--allow-any``; logged as a warning).
+        tls_cert, tls_key: PEM certificate and key: the port becomes a TLS port (``--tls-cert``,
+            ``--tls-key``).
+        tls_ca: PEM CA: peers must present a certificate it signed (``--tls-ca``).
+        limits: PDU, association, size, Deflate, storage and retention limits (the ``--max-*``,
+            ``--accept-deflate``, ``--min-free-gb`` and ``--keep-failed-days`` flags).
+        health_port: serve ``/healthz`` and ``/metrics`` on this port (``--health-port``; 0: any free
+            port, see :attr:`health_server`); ``None``: no HTTP server.
+        health_host: address of the health server (``--health-host``, default 127.0.0.1).
+
+    Raises:
+        ValueError: for a malformed ``allow`` rule, an unusable TLS file or an invalid limit.
     """
 
     def __init__(
@@ -136,9 +161,27 @@ class DicomNode:
         max_refusals: int = 5,
         network_timeout: float = 30.0,
         warm_up: bool = True,
+        allow: Iterable[str | AllowRule] = (),
+        allow_any: bool = False,
+        tls_cert: str | Path | None = None,
+        tls_key: str | Path | None = None,
+        tls_ca: str | Path | None = None,
+        limits: Limits | None = None,
+        health_port: int | None = None,
+        health_host: str = "127.0.0.1",
     ) -> None:
         if quiet_seconds <= 0:
             raise ValueError(f"quiet_seconds must be positive, got {quiet_seconds}")
+        self.access = AccessPolicy(ae_title, allow, allow_any)
+        if (tls_cert is None) != (tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together")
+        if tls_ca is not None and tls_cert is None:
+            raise ValueError("--tls-ca needs --tls-cert and --tls-key (the port must be a TLS port)")
+        self.tls_context = server_context(tls_cert, tls_key, tls_ca) if tls_cert is not None else None
+        self.limits = limits or Limits()
+        self.health_port = health_port
+        self.health_host = health_host
+        self.health_server = None
         self.ae_title = ae_title
         self.port = port
         self.host = host
@@ -151,15 +194,39 @@ class DicomNode:
         self.network_timeout = network_timeout
         self.warm_up = warm_up
         self.queue = JobQueue(storage)
-        self.receiver = StorageReceiver(self.queue, self.redactor, on_sealed=lambda jobs: self._wake())
+        os.chmod(self.queue.root, 0o700)  # received instances are patient data: the node's user only
+        self.storage_guard = StorageGuard(
+            self.queue.root,
+            int(self.limits.max_storage_gb * GB) if self.limits.max_storage_gb is not None else None,
+            int(self.limits.min_free_gb * GB) if self.limits.min_free_gb is not None else None,
+        )
+        self.receiver = StorageReceiver(
+            self.queue,
+            self.redactor,
+            on_sealed=lambda jobs: self._wake(),
+            limits=self.limits,
+            storage_guard=self.storage_guard,
+        )
         self._wakeup = threading.Condition()
         self._draining = threading.Event()
         self._halt = threading.Event()
         self._segmenter_done = threading.Event()
         self._threads: list[threading.Thread] = []
         self._server = None
+        self._housekeeping_stop = threading.Event()
         self.sent = 0
         self.failed = 0
+        #: SEGs written by the segmenter since start; Unix time of the last SEG acknowledged.
+        self.segmented = 0
+        self.last_success: float | None = None
+        segmenter_function = segmenter
+
+        def counting_segmenter(files: Sequence[Path], output_path: Path) -> Path:
+            result = segmenter_function(files, output_path)
+            self.segmented += 1
+            return result
+
+        self.segmenter = counting_segmenter
 
     # -- life cycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -177,28 +244,102 @@ class DicomNode:
             )
         if self.warm_up:
             self._warm_up()
+            self.segmented = 0  # the warm-up series is not a real one
+        self._housekeeping()
         self._threads = [
             threading.Thread(target=self._segment_loop, name="litenext-segment", daemon=True),
             threading.Thread(target=self._send_loop, name="litenext-send", daemon=True),
         ]
         for thread in self._threads:
             thread.start()
-        ae = AE(ae_title=self.ae_title)
-        for context in AllStoragePresentationContexts:
-            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
-        ae.add_supported_context(Verification)
-        ae.maximum_pdu_size = 0
-        self._server = ae.start_server(
-            (self.host, self.port), block=False, evt_handlers=self.receiver.handlers()
+        threading.Thread(target=self._housekeeping_loop, name="litenext-housekeeping", daemon=True).start()
+        self._server = self._build_ae().start_server(
+            (self.host, self.port),
+            block=False,
+            evt_handlers=self.access.handlers()
+            + MessageSizeGuard(2 * self.limits.max_instance_bytes, self.limits.max_pdu).handlers()
+            + self.receiver.handlers()
+            + [(evt.EVT_CONN_OPEN, self._on_conn_open), (evt.EVT_CONN_CLOSE, self._on_conn_close)],
+            ssl_context=self.tls_context,
         )
+        if self.health_port is not None:
+            from .health import HealthServer
+
+            self.health_server = HealthServer(self, self.health_host, self.health_port).start()
+        if self.access.allow_any:
+            logger.warning("--allow-any: associations from any AE title and any address are accepted")
+        transport = "plain TCP"
+        if self.tls_context is not None:
+            transport = "TLS" + (", client certificates required" if self.tls_context.verify_mode else "")
         logger.info(
-            "DICOM node %s listening on %s:%d; SEGs go to %s; quiet time %g s",
+            "DICOM node %s listening on %s:%d (%s); accepts %s; SEGs go to %s%s; quiet time %g s",
             self.ae_title,
             self.host,
             self.port,
+            transport,
+            self.access.describe(),
             self.destination,
+            " over TLS" if self.destination.tls_ca else "",
             self.quiet_seconds,
         )
+
+    def _build_ae(self) -> AE:
+        """The Storage SCP's AE: decodable transfer syntaxes only, limited PDU and associations."""
+        limits = self.limits
+        ae = AE(ae_title=self.ae_title)
+        syntaxes = decodable_transfer_syntaxes(limits.accept_deflate)
+        for context in AllStoragePresentationContexts:
+            ae.add_supported_context(context.abstract_syntax, syntaxes)
+        ae.add_supported_context(Verification)
+        ae.maximum_pdu_size = limits.max_pdu
+        ae.maximum_associations = limits.max_associations
+        ae.require_called_aet = True
+        return ae
+
+    def _on_conn_open(self, event) -> None:
+        # Accepted sockets block without a timeout: a peer that stops in the middle of a PDU (or of
+        # a TLS handshake) would hold its association, and one of --max-associations, for ever.
+        sock = getattr(event.assoc.dul.socket, "socket", None)
+        if sock is not None:
+            sock.settimeout(self.network_timeout)
+
+    def _on_conn_close(self, event) -> None:
+        if event.assoc.requestor.primitive is None:  # no A-ASSOCIATE-RQ ever arrived
+            logger.warning(
+                "Connection from %s:%s closed before any association request (a plain-TCP peer on a TLS "
+                "port, a failed TLS handshake, or a port scan)",
+                event.assoc.requestor.address,
+                event.assoc.requestor.port,
+            )
+
+    def health(self) -> tuple[bool, str]:
+        """``(True, "ok")`` while listening with every worker alive; else ``False`` and why."""
+        server = self._server
+        if server is None or server.socket.fileno() < 0:
+            return False, "not listening"
+        dead = [t.name for t in self._threads if not t.is_alive()]
+        if dead:
+            return False, f"worker thread(s) stopped: {', '.join(dead)}"
+        return True, "ok"
+
+    def _housekeeping(self) -> None:
+        """Delete ``failed/`` entries past ``keep_failed_days``."""
+        if self.limits.keep_failed_days is None:
+            return
+        removed = purge_failed(self.queue.failed_dir, self.limits.keep_failed_days)
+        if removed:
+            logger.info(
+                "Deleted %d failed job(s) older than %g days (--keep-failed-days)",
+                removed,
+                self.limits.keep_failed_days,
+            )
+
+    def _housekeeping_loop(self, interval: float = 3600.0) -> None:
+        while not self._housekeeping_stop.wait(interval):
+            try:
+                self._housekeeping()
+            except OSError as err:
+                logger.warning("Housekeeping failed: %s", err)
 
     def _warm_up(self) -> None:
         folder = self.queue.tmp_dir / "warm-up"
@@ -242,6 +383,10 @@ class DicomNode:
         self._wake()
         for thread in self._threads:
             thread.join()
+        self._housekeeping_stop.set()
+        if self.health_server is not None:
+            self.health_server.stop()
+            self.health_server = None
         left = len(self.queue)
         logger.info(
             "Stopped: %d SEGs sent, %d series failed, %d jobs left in %s for the next start",
@@ -380,6 +525,7 @@ class DicomNode:
             return
         self.queue.mark_sent(job)
         self.sent += 1
+        self.last_success = time.time()
         logger.info(
             "Series %s: SEG stored by %s in %.2f s (job %s done)",
             job.series_uid,
