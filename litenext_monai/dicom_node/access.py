@@ -103,9 +103,7 @@ class AccessPolicy:
             return "any AE title from any address (--allow-any)"
         if not self.rules:
             return "nobody (no --allow rule): every association is refused"
-        return ", ".join(
-            f"{r.ae_title}@{'|'.join(str(n) for n in r.networks)}" for r in self.rules
-        )
+        return ", ".join(f"{r.ae_title}@{'|'.join(str(n) for n in r.networks)}" for r in self.rules)
 
     def check(self, address: str, calling: str, called: str) -> tuple[int, str] | None:
         """``None`` to accept; else the A-ASSOCIATE-RJ diagnostic and a reason for the log."""
@@ -169,4 +167,3 @@ class AccessPolicy:
         transient = getattr(primitive, "result", None) == 0x02
         reason = "too many associations" if transient else "rejected by pynetdicom"
         logger.warning("Association from %s calling %r refused: %s", peer, calling.strip(), reason)
-

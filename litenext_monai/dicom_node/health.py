@@ -60,7 +60,11 @@ class NodeCollector(Collector):
         yield depth
         counters = (
             ("received_instances", "Instances stored since start", node.receiver.received),
-            ("refused_instances", "Instances answered with a failure status since start", node.receiver.refused),
+            (
+                "refused_instances",
+                "Instances answered with a failure status since start",
+                node.receiver.refused,
+            ),
             ("segmented_series", "SEGs written since start", node.segmented),
             ("sent_segs", "SEGs acknowledged by the destination since start", node.sent),
             ("failed_jobs", "Jobs moved to failed/ since start", node.failed),
@@ -72,7 +76,9 @@ class NodeCollector(Collector):
             "Unix time of the last SEG acknowledged by the destination (0 before the first)",
             value=node.last_success or 0.0,
         )
-        yield GaugeMetricFamily("litenext_node_up", "1 when /healthz answers 200", value=float(node.health()[0]))
+        yield GaugeMetricFamily(
+            "litenext_node_up", "1 when /healthz answers 200", value=float(node.health()[0])
+        )
 
 
 class HealthServer:
@@ -126,7 +132,9 @@ class HealthServer:
         return Handler
 
     def start(self) -> HealthServer:
-        self._thread = threading.Thread(target=self._server.serve_forever, name="litenext-health", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="litenext-health", daemon=True
+        )
         self._thread.start()
         logger.info("Health and metrics on http://%s:%d/healthz and /metrics", self.host, self.port)
         return self

@@ -197,7 +197,9 @@ class StorageReceiver:
             except LimitExceeded as err:
                 raise InstanceRejected(STATUS_TOO_LARGE, str(err)) from err
             except zlib.error as err:
-                raise InstanceRejected(STATUS_CANNOT_UNDERSTAND, f"corrupt deflated data set ({err})") from err
+                raise InstanceRejected(
+                    STATUS_CANNOT_UNDERSTAND, f"corrupt deflated data set ({err})"
+                ) from err
             ds = read_dataset(io.BytesIO(inflated), is_implicit_VR=False, is_little_endian=True)
         ds.file_meta = event.file_meta
         return ds

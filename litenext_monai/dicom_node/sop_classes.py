@@ -106,8 +106,4 @@ def decodable_transfer_syntaxes(accept_deflate: bool = False) -> list[str]:
         accept_deflate: include Deflated Explicit VR Little Endian (the receiver then inflates it
             itself, with a size limit).
     """
-    return [
-        uid
-        for uid in _installed_decoders()
-        if accept_deflate or uid != DeflatedExplicitVRLittleEndian
-    ]
+    return [uid for uid in _installed_decoders() if accept_deflate or uid != DeflatedExplicitVRLittleEndian]

@@ -40,9 +40,7 @@ def _check_files(**paths: str | Path | None) -> None:
             raise ValueError(f"--{flag.replace('_', '-')} {path}: no such file")
 
 
-def server_context(
-    cert: str | Path, key: str | Path, ca: str | Path | None = None
-) -> ssl.SSLContext:
+def server_context(cert: str | Path, key: str | Path, ca: str | Path | None = None) -> ssl.SSLContext:
     """The TLS context of the node's listening port (TLS 1.2 or newer).
 
     Args:
