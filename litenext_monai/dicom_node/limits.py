@@ -241,7 +241,7 @@ class MessageSizeGuard:
 
     def on_data(self, event: Event) -> None:
         data: bytes = event.data
-        if data[:1] != b"\x04":  # only P-DATA-TF carries data sets
+        if data[:1] != b"\x04" or self._received.get(id(event.assoc)) == -1:  # not P-DATA, or aborted
             return
         if len(data) - 6 > self.max_pdu:
             self._abort(event, f"a PDU of {len(data) - 6} bytes exceeds --max-pdu {self.max_pdu}")
@@ -260,10 +260,11 @@ class MessageSizeGuard:
                 offset += 4 + length
             self._received[key] = total
         if total > self.limit:
-            self._abort(event, f"a data set passed {self.limit / MB:g} MiB while arriving")
+            self._abort(event, f"a data set passed {self.limit} bytes while arriving")
 
-    @staticmethod
-    def _abort(event: Event, reason: str) -> None:
+    def _abort(self, event: Event, reason: str) -> None:
+        with self._lock:
+            self._received[id(event.assoc)] = -1  # log and abort once; later PDUs are ignored
         requestor = event.assoc.requestor
         logger.error(
             "Association from %s:%s calling %r aborted: %s",

@@ -223,10 +223,10 @@ class StorageReceiver:
         size = request.DataSet.seek(0, io.SEEK_END) if request.DataSet is not None else 0
         if size > self.limits.max_instance_bytes:
             logger.error(
-                "Refused instance %s from %s: %.1f MiB is more than %g MiB (--max-instance-mb)",
+                "Refused instance %s from %s: %d bytes is more than %g MiB (--max-instance-mb)",
                 sop_uid,
                 calling,
-                size / MB,
+                size,
                 self.limits.max_instance_mb,
             )
             return STATUS_TOO_LARGE
