@@ -508,3 +508,26 @@ def test_metrics_queue_depth_counts_job_files(tmp_path):
     (tmp_path / "incoming" / "1.2.3").mkdir(parents=True)
     (tmp_path / "failed" / "x").mkdir(parents=True)
     assert queue_counts(tmp_path) == {"incoming": 1, "pending": 2, "segmented": 1, "sending": 1, "failed": 1}
+
+
+def test_allow_rules():
+    from ipaddress import ip_network
+
+    from litenext_monai.dicom_node import AccessPolicy, parse_allow
+
+    assert parse_allow("PACS@10.1.2.3").networks == (ip_network("10.1.2.3/32"),)
+    assert parse_allow("*@10.1.0.0/16").networks == (ip_network("10.1.0.0/16"),)
+    assert ip_network("127.0.0.1/32") in parse_allow("PACS@localhost").networks  # resolved now
+    assert parse_allow("PACS@[::1]").networks == (ip_network("::1/128"),)
+    for bad in ("PACS", "@10.0.0.1", "PACS@", "A" * 17 + "@10.0.0.1", " PACS@10.0.0.1x"):
+        with pytest.raises(ValueError):
+            parse_allow(bad)
+    policy = AccessPolicy("LITENEXT", ["PACS@10.1.0.0/16", "*@192.168.7.7"])
+    assert policy.check("10.1.200.3", "PACS", "LITENEXT") is None
+    assert policy.check("::ffff:10.1.200.3", "PACS", "LITENEXT") is None  # dual-stack listener
+    assert policy.check("192.168.7.7", "ANYONE", "LITENEXT") is None
+    assert policy.check("10.2.0.1", "PACS", "LITENEXT") == (0x01, "address not allowed for this AE title")
+    assert policy.check("10.1.0.1", "OTHER", "LITENEXT") == (0x01, "address not allowed for this AE title")
+    strict = AccessPolicy("LITENEXT", ["PACS@10.1.0.0/16"])
+    assert strict.check("10.1.0.1", "OTHER", "LITENEXT") == (0x03, "calling AE title not allowed")
+    assert policy.check("10.1.0.1", "PACS", "SOMEONE")[0] == 0x07
