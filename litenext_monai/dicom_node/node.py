@@ -268,6 +268,8 @@ class DicomNode:
             self.health_server = HealthServer(self, self.health_host, self.health_port).start()
         if self.access.allow_any:
             logger.warning("--allow-any: associations from any AE title and any address are accepted")
+        elif not self.access.rules:
+            logger.warning("No --allow rule: every association will be refused")
         transport = "plain TCP"
         if self.tls_context is not None:
             transport = "TLS" + (", client certificates required" if self.tls_context.verify_mode else "")

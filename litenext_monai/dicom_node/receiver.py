@@ -212,6 +212,9 @@ class StorageReceiver:
         if not self.accepting:
             logger.warning("Refused instance %s from %s: the node is shutting down", sop_uid, calling)
             return STATUS_OUT_OF_RESOURCES
+        if event.assoc.is_aborted:  # e.g. by the MessageSizeGuard while this data set arrived
+            logger.warning("Dropped instance %s from %s: its association was aborted", sop_uid, calling)
+            return STATUS_OUT_OF_RESOURCES
         if not is_image_storage(sop_class):
             logger.warning(
                 "Refused instance %s from %s: %s is not an image storage class",

@@ -531,3 +531,19 @@ def test_allow_rules():
     strict = AccessPolicy("LITENEXT", ["PACS@10.1.0.0/16"])
     assert strict.check("10.1.0.1", "OTHER", "LITENEXT") == (0x03, "calling AE title not allowed")
     assert policy.check("10.1.0.1", "PACS", "SOMEONE")[0] == 0x07
+
+
+def test_pdu_size_is_negotiated_and_a_longer_pdu_aborts(start_node, monkeypatch):
+    import pynetdicom.dimse
+
+    node = start_node(limits=Limits(max_pdu=4096))
+    assoc = associate(node.port, [(MRImageStorage, [ExplicitVRLittleEndian])])
+    assert assoc.acceptor.maximum_length == 4096  # what the node told the requestor
+    assoc.release()
+    # A sender that ignores it: one PDU for the whole 8 KiB data set.
+    monkeypatch.setattr(pynetdicom.dimse.DIMSEServiceProvider, "maximum_pdu_size", property(lambda self: 0))
+    assert store(node.port, make_series(1, seed=17)) == [None]
+    monkeypatch.undo()
+    assert "exceeds --max-pdu 4096" in node.log.text
+    assert _stored_files(node) == []
+    assert echo_ok(node.port)
