@@ -138,3 +138,75 @@ def test_serve_refuses_bad_settings_before_loading_the_model(tmp_path, capsys, e
     assert message in err
     assert "cannot load checkpoint" not in err  # checked before the (slow) model load
     assert not (tmp_path / "storage").exists()
+
+
+@pytest.mark.slow
+def test_serve_end_to_end_with_health_port_and_private_storage(tmp_path):
+    """The real command with a (random) LiteNeXt checkpoint: rules, /healthz, file modes, SIGTERM drain."""
+    import signal
+    import stat
+    import urllib.request
+
+    import torch
+
+    from litenext_monai.engines.checkpoint import write_inference_settings
+    from litenext_monai.networks import LiteNeXt
+    from tests.dicom_node.helpers import DestinationSCP, NodeProcess, echo, free_port, store_scu
+
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "model.pt"
+    torch.save(
+        LiteNeXt(spatial_dims=2, in_channels=1, out_channels=1, base_channels=8).state_dict(), checkpoint
+    )
+    network_def = {"_target_": "litenext_monai.networks.LiteNeXt", "spatial_dims": 2}
+    network_def.update(in_channels=1, out_channels=1, base_channels=8)
+    write_inference_settings(
+        checkpoint,
+        {
+            "network_def": network_def,
+            "in_channels": 1,
+            "out_channels": 1,
+            "image_size": [64, 64],
+            "modality": "mr",
+            "threshold": 0.5,
+        },
+    )
+    destination = DestinationSCP().start()
+    health_port = free_port()
+    storage = tmp_path / "storage"
+    node = NodeProcess(
+        storage,
+        checkpoint,
+        destination.address,
+        log=tmp_path / "node.log",
+        extra_args=[
+            "--allow",
+            "TESTSCU@127.0.0.1",
+            "--allow",
+            "ECHOSCU@127.0.0.1",
+            "--health-port",
+            str(health_port),
+        ],
+    )
+    try:
+        node.wait_ready()
+        with urllib.request.urlopen(f"http://127.0.0.1:{health_port}/healthz", timeout=10) as response:
+            assert (response.status, response.read()) == (200, b"ok\n")
+        assert store_scu(make_series(2, seed=40), node.port, release=False) == [0, 0]  # stays incoming
+        assert stat.S_IMODE(storage.stat().st_mode) == 0o700
+        files = list((storage / "incoming").rglob("*.dcm"))
+        assert len(files) == 2
+        for path in files:
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600
+            assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+        assert echo(node.port, called="SOMEONE") is None  # called AE title must be the node's
+        node.process.send_signal(signal.SIGTERM)
+        assert node.wait(120) == 0, node.log_text()
+        assert len(destination.wait_for(1, timeout=5)) == 1  # drained: segmented and sent
+        log = node.log_text()
+        assert "accepts TESTSCU@127.0.0.1/32, ECHOSCU@127.0.0.1/32" in log
+        assert "Health and metrics on http://127.0.0.1:" in log
+        assert "refused: called AE title 'SOMEONE' is not 'LITENEXT'" in log
+    finally:
+        node.kill()
+        destination.stop()
