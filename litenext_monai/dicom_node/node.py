@@ -223,6 +223,8 @@ class DicomNode:
 
         def counting_segmenter(files: Sequence[Path], output_path: Path) -> Path:
             result = segmenter_function(files, output_path)
+            if Path(output_path).is_file():
+                os.chmod(output_path, 0o600)  # a SEG carries the patient's name and ID
             self.segmented += 1
             return result
 
