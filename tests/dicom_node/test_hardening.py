@@ -347,6 +347,8 @@ def test_free_space_watermark(start_node):
 def test_storage_is_private_to_the_node_user(start_node, tmp_path):
     node = start_node()
     store(node.port, make_series(2, seed=11), release=False)
+    segs = _wait_for_a_seg(tmp_path)
+    assert stat.S_IMODE(segs.stat().st_mode) == 0o600
     root = node.queue.root
     assert stat.S_IMODE(root.stat().st_mode) == 0o700
     files = _stored_files(node)
@@ -354,6 +356,34 @@ def test_storage_is_private_to_the_node_user(start_node, tmp_path):
     for path in files:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
         assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700, path.parent
+
+
+def _wait_for_a_seg(tmp_path: Path) -> Path:
+    """A released series segmented by a node whose destination is down: its SEG stays in jobs/."""
+    redactor = PatientRedactor()
+    node = DicomNode(
+        "LITENEXT",
+        free_port(),
+        parse_destination(f"NOBODY@127.0.0.1:{free_port()}"),
+        tmp_path / "seg-storage",
+        threshold_segmenter,
+        host="127.0.0.1",
+        redactor=redactor,
+        allow=LOCAL_RULES,
+        warm_up=False,
+    )
+    node.start()
+    try:
+        assert store(node.port, make_series(1, seed=18)) == [0]
+        deadline = time.monotonic() + 30
+        while (
+            not (found := list((node.queue.root / "jobs").glob("*/seg.dcm"))) and time.monotonic() < deadline
+        ):
+            time.sleep(0.1)
+        assert len(found) == 1
+        return found[0]
+    finally:
+        node.stop(drain=False)
 
 
 def test_failed_jobs_past_retention_are_deleted_at_start(start_node, tmp_path):
