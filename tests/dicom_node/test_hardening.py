@@ -376,12 +376,10 @@ def _wait_for_a_seg(tmp_path: Path) -> Path:
     try:
         assert store(node.port, make_series(1, seed=18)) == [0]
         deadline = time.monotonic() + 30
-        while (
-            not (found := list((node.queue.root / "jobs").glob("*/seg.dcm"))) and time.monotonic() < deadline
-        ):
+        while not node.queue.segmented() and time.monotonic() < deadline:  # set once the SEG is final
             time.sleep(0.1)
-        assert len(found) == 1
-        return found[0]
+        (job,) = node.queue.segmented()
+        return job.seg_path
     finally:
         node.stop(drain=False)
 
