@@ -11,7 +11,8 @@
 * :class:`MessageSizeGuard` — aborts an association whose data set grows past twice the instance
   limit while it is still arriving (pynetdicom collects a whole data set in memory before the
   C-STORE handler sees it, so the handler's size check alone bounds the disk, not the memory).
-* :func:`purge_failed` — deletes ``failed/`` entries older than the retention time.
+* :func:`purge_failed` — deletes ``failed/`` entries older than the retention time;
+  :class:`FailedJobJanitor` does it at start and hourly.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pynetdicom import evt
 from pynetdicom.events import Event
 
 __all__ = [
+    "FailedJobJanitor",
     "LimitExceeded",
     "Limits",
     "MessageSizeGuard",
@@ -293,3 +295,48 @@ def purge_failed(failed_dir: Path, keep_days: float, now: float | None = None) -
         except OSError as err:
             logger.warning("Could not delete %s (failed job past --keep-failed-days): %s", entry.name, err)
     return removed
+
+
+class FailedJobJanitor:
+    """Runs :func:`purge_failed` now (:meth:`start`) and then every ``interval`` seconds in a thread.
+
+    Args:
+        failed_dir: the queue's ``failed/`` folder.
+        keep_days: retention in days.
+        interval: seconds between purges (hourly by default).
+    """
+
+    def __init__(self, failed_dir: Path, keep_days: float, interval: float = 3600.0) -> None:
+        self.failed_dir = Path(failed_dir)
+        self.keep_days = keep_days
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def purge(self) -> int:
+        try:
+            removed = purge_failed(self.failed_dir, self.keep_days)
+        except OSError as err:
+            logger.warning("Could not purge %s: %s", self.failed_dir, err)
+            return 0
+        if removed:
+            logger.info(
+                "Deleted %d failed job(s) older than %g days (--keep-failed-days)", removed, self.keep_days
+            )
+        return removed
+
+    def start(self) -> FailedJobJanitor:
+        self.purge()
+        self._thread = threading.Thread(target=self._run, name="litenext-janitor", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.purge()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None

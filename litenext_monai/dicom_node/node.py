@@ -21,16 +21,13 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from pynetdicom import AE, AllStoragePresentationContexts, evt
-from pynetdicom.sop_class import Verification
-
 from .access import AccessPolicy, AllowRule
 from .jobs import Job, JobQueue
-from .limits import GB, Limits, MessageSizeGuard, StorageGuard, purge_failed
+from .limits import GB, FailedJobJanitor, Limits, MessageSizeGuard, StorageGuard
 from .receiver import StorageReceiver
 from .redact import PatientRedactor
+from .scp import ConnectionMonitor, build_storage_ae
 from .sender import Destination, SendError, send_file
-from .sop_classes import decodable_transfer_syntaxes
 from .tls import server_context
 
 __all__ = ["DicomNode", "Segmenter", "checkpoint_segmenter", "synthetic_mr_series"]
@@ -213,7 +210,7 @@ class DicomNode:
         self._segmenter_done = threading.Event()
         self._threads: list[threading.Thread] = []
         self._server = None
-        self._housekeeping_stop = threading.Event()
+        self._janitor: FailedJobJanitor | None = None
         self.sent = 0
         self.failed = 0
         #: SEGs written by the segmenter since start; Unix time of the last SEG acknowledged.
@@ -247,21 +244,21 @@ class DicomNode:
         if self.warm_up:
             self._warm_up()
             self.segmented = 0  # the warm-up series is not a real one
-        self._housekeeping()
+        if self.limits.keep_failed_days is not None:
+            self._janitor = FailedJobJanitor(self.queue.failed_dir, self.limits.keep_failed_days).start()
         self._threads = [
             threading.Thread(target=self._segment_loop, name="litenext-segment", daemon=True),
             threading.Thread(target=self._send_loop, name="litenext-send", daemon=True),
         ]
         for thread in self._threads:
             thread.start()
-        threading.Thread(target=self._housekeeping_loop, name="litenext-housekeeping", daemon=True).start()
-        self._server = self._build_ae().start_server(
+        self._server = build_storage_ae(self.ae_title, self.limits).start_server(
             (self.host, self.port),
             block=False,
             evt_handlers=self.access.handlers()
             + MessageSizeGuard(2 * self.limits.max_instance_bytes, self.limits.max_pdu).handlers()
             + self.receiver.handlers()
-            + [(evt.EVT_CONN_OPEN, self._on_conn_open), (evt.EVT_CONN_CLOSE, self._on_conn_close)],
+            + ConnectionMonitor(self.network_timeout).handlers(),
             ssl_context=self.tls_context,
         )
         if self.health_port is not None:
@@ -287,35 +284,6 @@ class DicomNode:
             self.quiet_seconds,
         )
 
-    def _build_ae(self) -> AE:
-        """The Storage SCP's AE: decodable transfer syntaxes only, limited PDU and associations."""
-        limits = self.limits
-        ae = AE(ae_title=self.ae_title)
-        syntaxes = decodable_transfer_syntaxes(limits.accept_deflate)
-        for context in AllStoragePresentationContexts:
-            ae.add_supported_context(context.abstract_syntax, syntaxes)
-        ae.add_supported_context(Verification)
-        ae.maximum_pdu_size = limits.max_pdu
-        ae.maximum_associations = limits.max_associations
-        ae.require_called_aet = True
-        return ae
-
-    def _on_conn_open(self, event) -> None:
-        # Accepted sockets block without a timeout: a peer that stops in the middle of a PDU (or of
-        # a TLS handshake) would hold its association, and one of --max-associations, for ever.
-        sock = getattr(event.assoc.dul.socket, "socket", None)
-        if sock is not None:
-            sock.settimeout(self.network_timeout)
-
-    def _on_conn_close(self, event) -> None:
-        if event.assoc.requestor.primitive is None:  # no A-ASSOCIATE-RQ ever arrived
-            logger.warning(
-                "Connection from %s:%s closed before any association request (a plain-TCP peer on a TLS "
-                "port, a failed TLS handshake, or a port scan)",
-                event.assoc.requestor.address,
-                event.assoc.requestor.port,
-            )
-
     def health(self) -> tuple[bool, str]:
         """``(True, "ok")`` while listening with every worker alive; else ``False`` and why."""
         server = self._server
@@ -325,25 +293,6 @@ class DicomNode:
         if dead:
             return False, f"worker thread(s) stopped: {', '.join(dead)}"
         return True, "ok"
-
-    def _housekeeping(self) -> None:
-        """Delete ``failed/`` entries past ``keep_failed_days``."""
-        if self.limits.keep_failed_days is None:
-            return
-        removed = purge_failed(self.queue.failed_dir, self.limits.keep_failed_days)
-        if removed:
-            logger.info(
-                "Deleted %d failed job(s) older than %g days (--keep-failed-days)",
-                removed,
-                self.limits.keep_failed_days,
-            )
-
-    def _housekeeping_loop(self, interval: float = 3600.0) -> None:
-        while not self._housekeeping_stop.wait(interval):
-            try:
-                self._housekeeping()
-            except OSError as err:
-                logger.warning("Housekeeping failed: %s", err)
 
     def _warm_up(self) -> None:
         folder = self.queue.tmp_dir / "warm-up"
@@ -387,7 +336,9 @@ class DicomNode:
         self._wake()
         for thread in self._threads:
             thread.join()
-        self._housekeeping_stop.set()
+        if self._janitor is not None:
+            self._janitor.stop()
+            self._janitor = None
         if self.health_server is not None:
             self.health_server.stop()
             self.health_server = None
