@@ -30,7 +30,7 @@ _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # A-ASSOCIATE-RJ (PS3.8 9.3.4): result 1 = rejected-permanent, source 1 = DICOM UL service user.
 _REJECT_PERMANENT, _SOURCE_USER = 0x01, 0x01
-_NO_REASON, _CALLING_AET_UNKNOWN, _CALLED_AET_UNKNOWN = 0x01, 0x03, 0x07
+_CALLING_AET_UNKNOWN, _CALLED_AET_UNKNOWN = 0x03, 0x07
 
 
 @dataclass(frozen=True)
@@ -114,12 +114,14 @@ class AccessPolicy:
         try:
             ip = _normalise(address)
         except ValueError:
-            return _NO_REASON, "peer address is not an IP address"
+            return _CALLING_AET_UNKNOWN, "peer address is not an IP address"
         calling = calling.strip()
         if any(rule.matches(ip, calling) for rule in self.rules):
             return None
+        # The same diagnostic either way, so that a stranger cannot learn which AE titles are known;
+        # the log tells the operator which part did not match.
         if any(rule.ae_title in ("*", calling) for rule in self.rules):
-            return _NO_REASON, "address not allowed for this AE title"
+            return _CALLING_AET_UNKNOWN, "address not allowed for this AE title"
         return _CALLING_AET_UNKNOWN, "calling AE title not allowed"
 
     # -- pynetdicom ---------------------------------------------------------------------------------

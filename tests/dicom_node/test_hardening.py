@@ -171,6 +171,10 @@ def test_unlisted_address_is_refused(start_node):
     node = start_node(allow=["TESTSCU@127.0.0.2", "ECHOSCU@127.0.0.1"])
     refused = associate(node.port, calling="TESTSCU", bind="127.0.0.1")
     assert refused.is_rejected
+    unknown = associate(node.port, calling="INTRUDER", bind="127.0.0.2")
+    # A wrong address and an unknown title look the same to the peer: nothing to enumerate.
+    rejections = [(a.acceptor.primitive.result, a.acceptor.primitive.diagnostic) for a in (refused, unknown)]
+    assert rejections == [(0x01, 0x03), (0x01, 0x03)]
     assert "calling 'TESTSCU' refused: address not allowed for this AE title" in node.log.text
     accepted = associate(node.port, calling="TESTSCU", bind="127.0.0.2")
     assert accepted.is_established
@@ -554,8 +558,8 @@ def test_allow_rules():
     assert policy.check("10.1.200.3", "PACS", "LITENEXT") is None
     assert policy.check("::ffff:10.1.200.3", "PACS", "LITENEXT") is None  # dual-stack listener
     assert policy.check("192.168.7.7", "ANYONE", "LITENEXT") is None
-    assert policy.check("10.2.0.1", "PACS", "LITENEXT") == (0x01, "address not allowed for this AE title")
-    assert policy.check("10.1.0.1", "OTHER", "LITENEXT") == (0x01, "address not allowed for this AE title")
+    assert policy.check("10.2.0.1", "PACS", "LITENEXT") == (0x03, "address not allowed for this AE title")
+    assert policy.check("10.1.0.1", "OTHER", "LITENEXT") == (0x03, "address not allowed for this AE title")
     strict = AccessPolicy("LITENEXT", ["PACS@10.1.0.0/16"])
     assert strict.check("10.1.0.1", "OTHER", "LITENEXT") == (0x03, "calling AE title not allowed")
     assert policy.check("10.1.0.1", "PACS", "SOMEONE")[0] == 0x07
