@@ -54,7 +54,8 @@ logger = logging.getLogger(__name__)
 STATUS_SUCCESS = 0x0000
 STATUS_SOP_CLASS_NOT_SUPPORTED = 0x0122
 STATUS_OUT_OF_RESOURCES = 0xA700
-#: Refused: out of resources (A7xx), used for an instance larger than ``--max-instance-mb``.
+#: Refused: out of resources (A7xx) for an instance that is too large: encoded or inflated past
+#: ``--max-instance-mb``, or decoded pixel data past ``--max-pixel-mb``.
 STATUS_TOO_LARGE = 0xA701
 STATUS_DATASET_MISMATCH = 0xA900
 STATUS_CANNOT_UNDERSTAND = 0xC000

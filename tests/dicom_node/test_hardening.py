@@ -404,6 +404,7 @@ def test_failed_jobs_past_retention_are_deleted_at_start(start_node, tmp_path):
 # -- logging ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore:Invalid value for VR UI")  # pydicom, about the test's own UID
 def test_control_characters_in_logged_values_are_escaped(start_node):
     node = start_node()
     plan = Dataset()
@@ -513,6 +514,7 @@ def test_healthz_and_metrics(start_node, destination):
     assert _get(base + "/nothing")[0] == 404
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the point of the test
 def test_healthz_is_503_when_a_worker_died(start_node):
     def fatal(files, output_path):
         raise SystemExit("the segmenter process died")  # not an Exception: the worker thread ends
