@@ -123,7 +123,8 @@ class DicomNode:
         max_refusals: a SEG that the destination refuses (failure status) this many times is moved
             to ``failed/``; unreachable destinations are retried for ever.
         network_timeout: seconds for connecting to and waiting on the destination, and the longest
-            a sending peer may stall in the middle of a PDU or a TLS handshake.
+            a sending peer may stall in the middle of a PDU or a TLS handshake, or take to send its
+            association request.
         warm_up: before listening, segment a synthetic two-slice series once, so that the first
             real series does not pay for one-time initialisation (highdicom loads its tables of
             the standard, several seconds, on first use).
@@ -252,7 +253,7 @@ class DicomNode:
         ]
         for thread in self._threads:
             thread.start()
-        self._server = build_storage_ae(self.ae_title, self.limits).start_server(
+        self._server = build_storage_ae(self.ae_title, self.limits, self.network_timeout).start_server(
             (self.host, self.port),
             block=False,
             evt_handlers=self.access.handlers()

@@ -23,9 +23,17 @@ __all__ = ["ConnectionMonitor", "build_storage_ae"]
 logger = logging.getLogger(__name__)
 
 
-def build_storage_ae(ae_title: str, limits: Limits) -> AE:
-    """The Storage SCP's AE: decodable transfer syntaxes only, limited PDU size and associations."""
+def build_storage_ae(ae_title: str, limits: Limits, acse_timeout: float = 30.0) -> AE:
+    """The Storage SCP's AE: decodable transfer syntaxes only, limited PDU size and associations.
+
+    Args:
+        ae_title: the node's AE title (the called AE title must equal it).
+        limits: PDU size, associations and Deflate.
+        acse_timeout: seconds a connected peer has to send its A-ASSOCIATE-RQ (and to answer a
+            release); until then the connection holds one of ``limits.max_associations``.
+    """
     ae = AE(ae_title=ae_title)
+    ae.acse_timeout = acse_timeout
     syntaxes = decodable_transfer_syntaxes(limits.accept_deflate)
     for context in AllStoragePresentationContexts:
         ae.add_supported_context(context.abstract_syntax, syntaxes)

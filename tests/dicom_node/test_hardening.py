@@ -581,3 +581,13 @@ def test_pdu_size_is_negotiated_and_a_longer_pdu_aborts(start_node, monkeypatch)
     assert "exceeds --max-pdu 4096" in node.log.text
     assert _stored_files(node) == []
     assert echo_ok(node.port)
+
+
+def test_a_stalled_peer_is_disconnected_and_frees_its_association(start_node):
+    node = start_node(limits=Limits(max_associations=1), network_timeout=1.0)
+    with socket.create_connection(("127.0.0.1", node.port)) as stalled:
+        stalled.sendall(b"\x01\x00\x00")  # the first bytes of an A-ASSOCIATE-RQ, then nothing
+        deadline = time.monotonic() + 15
+        while not echo_ok(node.port) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert echo_ok(node.port)  # the only association slot is free again
