@@ -166,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
                 str(checkpoint),
                 "--storage",
                 str(tmp / "storage"),
+                "--allow",  # the node refuses every association without a rule
+                "BENCHSCU@127.0.0.1",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
