@@ -26,10 +26,13 @@ def _restore_logging():
 
 @pytest.fixture
 def storage(tmp_path):
-    """A queue with one series incoming, one pending, one segmented and one failed job."""
+    """A queue with one series incoming, one pending, one segmented, one sent and one failed job.
+
+    The failed job crashed the segmentation worker once before it failed (part B's job.json keys).
+    """
     root = tmp_path / "storage"
     queue = JobQueue(root)
-    series = [make_series(1, seed=seed) for seed in range(4)]
+    series = [make_series(1, seed=seed) for seed in range(5)]
     for datasets in series:
         path = write_series(tmp_path / "files" / datasets[0].SeriesInstanceUID, datasets)[0]
         queue.store_instance(datasets[0].SeriesInstanceUID, datasets[0].SOPInstanceUID, path.read_bytes())
@@ -38,6 +41,12 @@ def storage(tmp_path):
     segmented.seg_path.write_bytes(b"SEG")  # what the queue expects of a segmented job
     queue.mark_segmented(segmented)
     failed = queue.seal(series[3][0].SeriesInstanceUID)
+    queue.record_segment_start(failed)
+    queue.record_segment_failure(failed, "WorkerDied: the segmentation worker died", 0.0, crash=True)
+    sent = queue.seal(series[4][0].SeriesInstanceUID)
+    sent.seg_path.write_bytes(b"SEG")
+    queue.mark_segmented(sent)
+    queue.mark_sent(sent, "1.2.3.4")
     # Like highdicom quoting a value; with a line break that would forge an output line.
     queue.mark_failed(failed, f"ValueError: invalid PatientName {PATIENT_NAME!r} of {PATIENT_ID}\nFORGED")
     return root, failed.job_id, series[3][0].SeriesInstanceUID
@@ -49,18 +58,22 @@ def test_status_prints_counts_and_failed_jobs_without_patient_data(storage, caps
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert lines[0] == f"storage {root}"
-    counts = dict(line.split() for line in lines[1:5])
-    assert counts == {"incoming": "1", "pending": "1", "segmented": "1", "failed": "1"}
-    assert lines[5] == "failed jobs:"
-    assert lines[6].startswith(f"  {failed_id}  series {failed_series}  attempts 0  reason: ValueError:")
-    assert "[redacted]" in lines[6] and "\\nFORGED" in lines[6] and len(lines) == 7
+    counts = dict(line.split() for line in lines[1:6])
+    assert counts == {"incoming": "1", "pending": "1", "segmented": "1", "sent": "1", "failed": "1"}
+    assert lines[6] == "failed jobs:"
+    assert lines[7].startswith(
+        f"  {failed_id}  series {failed_series}  generation 1  segmentations 1 (crashes 1, transient 0)  "
+        "deliveries failed 0  reason: ValueError:"
+    )
+    assert "[redacted]" in lines[7] and "\\nFORGED" in lines[7] and len(lines) == 8
     for secret in (PATIENT_NAME, PATIENT_ID, *PATIENT_NAME.split("^")):
         assert secret not in out
 
     assert main(["status", "--storage", str(root), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["counts"] == {"incoming": 1, "pending": 1, "segmented": 1, "failed": 1}
+    assert report["counts"] == {"incoming": 1, "pending": 1, "segmented": 1, "sent": 1, "failed": 1}
     assert [job["job_id"] for job in report["failed"]] == [failed_id]
+    assert (report["failed"][0]["crashes"], report["failed"][0]["segment_attempts"]) == (1, 1)
 
 
 def test_requeue_moves_a_failed_job_back_to_pending(storage, capsys):
@@ -75,6 +88,9 @@ def test_requeue_moves_a_failed_job_back_to_pending(storage, capsys):
     assert (counts["pending"], counts["segmented"]) == (3, 1)
     requeued = next(job for job in queue.pending() if job.job_id == failed_id)
     assert requeued.series_uid == failed_series and requeued.attempts == 0
+    # Part B's counters start over too: a crash before the requeue must not count against it.
+    assert (requeued.segment_attempts, requeued.crashes, requeued.transient_failures) == (0, 0, 0)
+    assert (requeued.retry_at, requeued.first_send_at) == (0.0, 0.0)
     assert len(requeued.instance_files()) == 1
 
 
