@@ -316,6 +316,8 @@ def test_storage_quota_refuses_with_a700_then_accepts_once_space_is_freed(tmp_pa
         allow=LOCAL_RULES,
         warm_up=False,
         retry_max_seconds=0.5,
+        series_timeout=0.5,
+        keep_sent_hours=0,  # kept sent/ instances count against the quota too: free them at once
         limits=Limits(max_storage_gb=40 * 1024 / 1024**3, min_free_gb=None),
     )
     node.start()
@@ -353,6 +355,11 @@ def test_storage_is_private_to_the_node_user(start_node, tmp_path):
     store(node.port, make_series(2, seed=11), release=False)
     segs = _wait_for_a_seg(tmp_path)
     assert stat.S_IMODE(segs.stat().st_mode) == 0o600
+    # job.json is written by io.atomic_write (mode=0o600 from the queue), the instances by the queue.
+    job_files = [segs.parent / "job.json", *sorted((segs.parent / "instances").glob("*.dcm"))]
+    assert len(job_files) == 2
+    for path in job_files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     root = node.queue.root
     assert stat.S_IMODE(root.stat().st_mode) == 0o700
     files = _stored_files(node)
@@ -363,7 +370,7 @@ def test_storage_is_private_to_the_node_user(start_node, tmp_path):
 
 
 def _wait_for_a_seg(tmp_path: Path) -> Path:
-    """A released series segmented by a node whose destination is down: its SEG stays in jobs/."""
+    """A series segmented by a node whose destination is down: its SEG (and job.json) stay in jobs/."""
     redactor = PatientRedactor()
     node = DicomNode(
         "LITENEXT",
@@ -375,6 +382,7 @@ def _wait_for_a_seg(tmp_path: Path) -> Path:
         redactor=redactor,
         allow=LOCAL_RULES,
         warm_up=False,
+        series_timeout=0.5,
     )
     node.start()
     try:
@@ -482,7 +490,8 @@ def _metric(text: str, name: str) -> float:
 
 
 def test_healthz_and_metrics(start_node, destination):
-    node = start_node(health_port=0, quiet_seconds=60.0)
+    # The second series below must still be incoming when /metrics is read: a few seconds of timeout.
+    node = start_node(health_port=0, series_timeout=3.0)
     base = f"http://127.0.0.1:{node.health_server.port}"
     assert node.health_server.host == "127.0.0.1"
     assert _get(base + "/healthz") == (200, "ok\n")
@@ -494,7 +503,7 @@ def test_healthz_and_metrics(start_node, destination):
     plan = make_series(1, seed=14)[0]
     plan.SOPClassUID = RTPlanStorage
     assert store(node.port, [plan]) == [0x0122]
-    store(node.port, make_series(2, seed=15), calling="TESTSCU")  # released: one pending job ...
+    store(node.port, make_series(2, seed=15), calling="TESTSCU")  # one series incoming ...
     code, text = _get(base + "/metrics")
     assert code == 200
     assert _metric(text, "litenext_node_received_instances_total") == 5
@@ -509,18 +518,19 @@ def test_healthz_and_metrics(start_node, destination):
         for line in text.splitlines()
         if line.startswith("litenext_node_queue_depth{")
     }
-    assert set(depth) >= {"incoming", "pending", "segmented", "failed"}
-    assert sum(depth.values()) <= 1  # ... or already segmented/sent by now
+    assert set(depth) >= {"incoming", "pending", "segmented", "sent", "failed"}
+    assert depth["sent"] == 1  # the first series, kept in sent/ for late instances
+    assert sum(v for k, v in depth.items() if k != "sent") == 1  # ... or sealed and segmented by now
     assert _get(base + "/nothing")[0] == 404
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the point of the test
 def test_healthz_is_503_when_a_worker_died(start_node):
-    def fatal(files, output_path):
-        raise SystemExit("the segmenter process died")  # not an Exception: the worker thread ends
+    def fatal(job):
+        raise SystemExit("the segmentation thread died")  # not an Exception: the thread ends
 
-    node = start_node(health_port=0)
-    node.segmenter = fatal
+    node = start_node(health_port=0, series_timeout=0.5)
+    node._segment = fatal  # the thread's step (the segmentation itself runs in the worker process)
     store(node.port, make_series(1, seed=16))
     deadline = time.monotonic() + 30
     while node.health()[0] and time.monotonic() < deadline:
@@ -541,7 +551,16 @@ def test_metrics_queue_depth_counts_job_files(tmp_path):
             (folder / "job.json").write_text(json.dumps({"state": state}))
     (tmp_path / "incoming" / "1.2.3").mkdir(parents=True)
     (tmp_path / "failed" / "x").mkdir(parents=True)
-    assert queue_counts(tmp_path) == {"incoming": 1, "pending": 2, "segmented": 1, "sending": 1, "failed": 1}
+    for name in ("1.2.4", "1.2.5"):  # delivered series that sent/ remembers
+        (tmp_path / "sent" / name).mkdir(parents=True)
+    assert queue_counts(tmp_path) == {
+        "incoming": 1,
+        "pending": 2,
+        "segmented": 1,
+        "sending": 1,
+        "sent": 2,
+        "failed": 1,
+    }
 
 
 def test_allow_rules():
