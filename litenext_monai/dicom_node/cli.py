@@ -57,7 +57,7 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``serve`` command line (also used when no subcommand is given)."""
+    """The ``serve`` command line (also used when no subcommand is given), listing ``status`` and ``requeue``."""
     from .limits import Limits
     from .node import DEFAULT_SERIES_DESCRIPTION
 
@@ -205,6 +205,14 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument(
         "--health-host", default="127.0.0.1", help="address of that server (default 127.0.0.1)"
     )
+
+    # The other subcommands, for --help (and the docs check); main() dispatches them before this
+    # parser sees the arguments, so serving needs no subcommand.
+    commands = parser.add_subparsers(
+        title="other commands", metavar="{status,requeue}", dest="command", required=False
+    )
+    _status_arguments(commands.add_parser("status", help=_STATUS_HELP, description=_STATUS_HELP))
+    _requeue_arguments(commands.add_parser("requeue", help=_REQUEUE_HELP, description=_REQUEUE_HELP))
     return parser
 
 
@@ -339,8 +347,18 @@ def _serve(argv: Sequence[str]) -> int:
     return 0
 
 
-def _storage_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"litenext-dicom-node {prog}", description=description)
+_STATUS_HELP = "Counts per queue state (incoming, jobs, sent, failed) and the failed jobs with their reasons."
+_REQUEUE_HELP = "Move a failed job back to the queue (segmented again at the node's next start)."
+
+
+def _status_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--storage", required=True, help="the node's storage folder (--storage of serve)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    return parser
+
+
+def _requeue_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("job_id", metavar="JOB_ID", help="a job id as `status` lists it")
     parser.add_argument("--storage", required=True, help="the node's storage folder (--storage of serve)")
     return parser
 
@@ -356,9 +374,8 @@ def _existing_storage(storage: str) -> Path:
 def _status(argv: Sequence[str]) -> int:
     from .operations import failed_jobs, queue_counts
 
-    parser = _storage_parser("status", "Counts per queue state and the failed jobs with their reasons.")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    args = parser.parse_args(argv)
+    parser = argparse.ArgumentParser(prog="litenext-dicom-node status", description=_STATUS_HELP)
+    args = _status_arguments(parser).parse_args(argv)
     root = _existing_storage(args.storage)
     counts, failed = queue_counts(root), failed_jobs(root)
     if args.json:
@@ -381,9 +398,8 @@ def _status(argv: Sequence[str]) -> int:
 def _requeue(argv: Sequence[str]) -> int:
     from .operations import requeue
 
-    parser = _storage_parser("requeue", "Move a failed job back to the queue (segmented again).")
-    parser.add_argument("job_id", metavar="JOB_ID", help="a job id as `status` lists it")
-    args = parser.parse_args(argv)
+    parser = argparse.ArgumentParser(prog="litenext-dicom-node requeue", description=_REQUEUE_HELP)
+    args = _requeue_arguments(parser).parse_args(argv)
     root = _existing_storage(args.storage)
     try:
         target = requeue(root, args.job_id)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -36,18 +36,34 @@ from prometheus_client.registry import Collector
 
 from .operations import queue_counts
 
-if TYPE_CHECKING:
-    from .node import DicomNode
-
-__all__ = ["HealthServer", "NodeCollector"]
+__all__ = ["HealthServer", "NodeCollector", "ReportingNode"]
 
 logger = logging.getLogger(__name__)
+
+
+class ReportingNode(Protocol):
+    """What the health server reads of a :class:`~litenext_monai.dicom_node.DicomNode`.
+
+    (A protocol rather than the class itself, so that this module does not import ``node``, which
+    starts the server.) ``queue.root`` is the storage folder, ``receiver.received``/``refused``
+    count instances, ``segmented``/``sent``/``failed`` count SEGs and jobs, ``last_success`` is a
+    Unix time or ``None``.
+    """
+
+    queue: object
+    receiver: object
+    segmented: int
+    sent: int
+    failed: int
+    last_success: float | None
+
+    def health(self) -> tuple[bool, str]: ...
 
 
 class NodeCollector(Collector):
     """Reads a :class:`~litenext_monai.dicom_node.DicomNode`'s counters and queue at each scrape."""
 
-    def __init__(self, node: DicomNode) -> None:
+    def __init__(self, node: ReportingNode) -> None:
         self.node = node
 
     def collect(self):
@@ -90,7 +106,7 @@ class HealthServer:
         port: TCP port.
     """
 
-    def __init__(self, node: DicomNode, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, node: ReportingNode, host: str = "127.0.0.1", port: int = 0) -> None:
         self.node = node
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(NodeCollector(node))
