@@ -63,7 +63,7 @@ def _node(storage: Path, port: int, destination, **kwargs) -> tuple[DicomNode, _
         host="127.0.0.1",
         redactor=redactor,
         warm_up=False,
-        quiet_seconds=60.0,
+        series_timeout=2.0,  # Orthanc sends a series without pauses
         **kwargs,
     )
     node.start()
