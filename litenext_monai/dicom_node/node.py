@@ -163,7 +163,14 @@ class DicomNode:
         health_host: address of the health server (``--health-host``, default 127.0.0.1).
 
     Raises:
-        ValueError: for a malformed ``allow`` rule, an unusable TLS file or an invalid limit.
+        ValueError: for a malformed ``allow`` rule, an unusable TLS file, an invalid limit or
+            pipeline setting, or a segmenter that cannot be sent to the worker process.
+
+    Files: the storage folder is made 0700 and every file the node writes under it 0600
+    (instances, ``job.json``, ``series.json``, SEGs, which the parent chmods after the worker
+    wrote them). :attr:`segmented` counts SEGs written by the worker (not the warm-up),
+    :attr:`last_success` is the Unix time of the last acknowledged SEG; :meth:`health` reports the
+    threads and the worker process.
     """
 
     def __init__(
