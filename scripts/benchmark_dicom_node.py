@@ -177,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
                 str(tmp / "storage"),
                 "--series-timeout",
                 str(args.series_timeout),
+                "--allow",  # the node refuses every association without a rule
+                "BENCHSCU@127.0.0.1",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

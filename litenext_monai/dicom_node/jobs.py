@@ -86,8 +86,10 @@ def _fsync_dir(path: Path) -> None:
     fsync_path(path)
 
 
-def _write_durable(path: Path, data: bytes) -> None:
+def _write_durable(path: Path, data: bytes, mode: int | None = None) -> None:
     with open(path, "wb") as handle:
+        if mode is not None:  # before any byte is written: never readable by others, not even briefly
+            os.fchmod(handle.fileno(), mode)
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
@@ -171,6 +173,9 @@ class JobQueue:
         redact: applied to every error message before it is written to ``job.json``.
         keep_sent_hours: how long the instances of a delivered series are kept in ``sent/`` for
             late instances (0: not kept; a late instance then gets a SEG of the new instances only).
+        file_mode: permission bits of every file the queue writes (received instances,
+            ``job.json``, ``series.json``), e.g. ``0o600`` for the node; ``None``: the defaults of
+            new files (umask).
     """
 
     def __init__(
@@ -178,6 +183,7 @@ class JobQueue:
         root: str | os.PathLike,
         redact: Callable[[str], str] | None = None,
         keep_sent_hours: float = 24.0,
+        file_mode: int | None = None,
     ) -> None:
         self.root = Path(root)
         self.tmp_dir = self.root / "tmp"
@@ -189,6 +195,7 @@ class JobQueue:
             folder.mkdir(parents=True, exist_ok=True)
         self.redact = redact or (lambda text: text)
         self.keep_sent_hours = float(keep_sent_hours)
+        self.file_mode = file_mode
         self._lock = threading.RLock()
         self._jobs: dict[str, Job] = {}
         self._busy: set[str] = set()
@@ -210,7 +217,7 @@ class JobQueue:
         """
         tmp = self.tmp_dir / f"{uuid.uuid4().hex}.dcm"
         try:
-            _write_durable(tmp, data)
+            _write_durable(tmp, data, self.file_mode)
             series_name = safe_name(series_uid)
             with self._lock:
                 series_dir = self.incoming_dir / series_name
@@ -422,7 +429,7 @@ class JobQueue:
                         "sent_at": time.time(),
                     }
                     text = json.dumps(record, indent=1).encode("utf-8")
-                    _write_durable(staging / "series.json", text)
+                    _write_durable(staging / "series.json", text, self.file_mode)
                     old = self.tmp_dir / f"old-{job.job_id}"
                     if keep.exists():
                         os.rename(keep, old)
@@ -574,4 +581,9 @@ class JobQueue:
         if state is not None:
             payload["state"] = state
         text = json.dumps(payload, indent=1).encode("utf-8")
-        atomic_write(job.folder / "job.json", lambda tmp: _write_durable(tmp, text), fsync=True)
+        atomic_write(
+            job.folder / "job.json",
+            lambda tmp: _write_durable(tmp, text),
+            fsync=True,
+            mode=self.file_mode,
+        )

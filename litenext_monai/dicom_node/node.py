@@ -1,32 +1,38 @@
 """The DICOM node: receive → queue → segment → send.
 
 :class:`DicomNode` runs a pynetdicom Storage SCP (with C-ECHO), stores what it receives in a
-:class:`~litenext_monai.dicom_node.jobs.JobQueue`, seals a series once it has been quiet for the
 series timeout, segments it in a separate worker process
 (:class:`~litenext_monai.dicom_node.worker.SegmentationWorker`, restarted after a crash) and
 C-STOREs the resulting SEG to a destination from a sender thread, retrying with capped
 exponential back-off until the destination acknowledges it. See ``docs/dicom-node-pipeline.md``.
+
+The network edge is hardened (``docs/dicom-node.md``): associations are accepted only from allowed
+``AET@HOST`` pairs (:mod:`.access`), optionally over TLS with client certificates (:mod:`.tls`);
+PDU size, associations, instance and pixel sizes, Deflate and disk use are limited
+(:mod:`.limits`); ``/healthz`` and ``/metrics`` report on the node (:mod:`.health`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
-from pynetdicom.sop_class import Verification
 
 from litenext_monai.io.atomic import atomic_write
 
+from .access import AccessPolicy, AllowRule
 from .jobs import Job, JobQueue, backoff_seconds
+from .limits import GB, FailedJobJanitor, Limits, MessageSizeGuard, StorageGuard
 from .receiver import StorageReceiver
 from .redact import PatientRedactor
+from .scp import ConnectionMonitor, build_storage_ae
 from .sender import PERMANENT as PERMANENT_SEND
 from .sender import Destination, SendError, send_file
+from .tls import server_context
 from .worker import (
     CRASH,
     PERMANENT,
@@ -126,7 +132,9 @@ class DicomNode:
             doubles from 1 s up to this cap).
         max_refusals: a SEG that the destination refuses (failure status other than 0xA7xx
             "out of resources") this many times is moved to ``failed/``.
-        network_timeout: seconds for connecting to and waiting on the destination.
+        network_timeout: seconds for connecting to and waiting on the destination, and the longest
+            a sending peer may stall in the middle of a PDU or a TLS handshake, or take to send its
+            association request.
         warm_up: the worker segments a synthetic two-slice series once after each start, so that
             the first real series does not pay for one-time initialisation.
         max_attempts: a series that took the worker down (crash, OOM kill, timeout) this many
@@ -142,6 +150,27 @@ class DicomNode:
         isolate: run the segmenter in a worker process (default); ``False`` runs it in the node's
             own process (no protection against crashes; for unpicklable segmenters).
         worker_context: ``"forkserver"`` (default) or ``"spawn"`` (see :class:`~.worker.SegmentationWorker`).
+        allow: ``AET@HOST`` rules (``--allow``); HOST an IP address, a CIDR network or a host name.
+            Without rules every association is refused unless ``allow_any``.
+        allow_any: accept any calling AE title from anywhere (``--allow-any``; logged as a warning).
+        tls_cert, tls_key: PEM certificate and key: the port becomes a TLS port (``--tls-cert``,
+            ``--tls-key``).
+        tls_ca: PEM CA: peers must present a certificate it signed (``--tls-ca``).
+        limits: PDU, association, size, Deflate, storage and retention limits (the ``--max-*``,
+            ``--accept-deflate``, ``--min-free-gb`` and ``--keep-failed-days`` flags).
+        health_port: serve ``/healthz`` and ``/metrics`` on this port (``--health-port``; 0: any free
+            port, see :attr:`health_server`); ``None``: no HTTP server.
+        health_host: address of the health server (``--health-host``, default 127.0.0.1).
+
+    Raises:
+        ValueError: for a malformed ``allow`` rule, an unusable TLS file, an invalid limit or
+            pipeline setting, or a segmenter that cannot be sent to the worker process.
+
+    Files: the storage folder is made 0700 and every file the node writes under it 0600
+    (instances, ``job.json``, ``series.json``, SEGs, which the parent chmods after the worker
+    wrote them). :attr:`segmented` counts SEGs written by the worker (not the warm-up),
+    :attr:`last_success` is the Unix time of the last acknowledged SEG; :meth:`health` reports the
+    threads and the worker process.
     """
 
     def __init__(
@@ -167,6 +196,14 @@ class DicomNode:
         segment_timeout: float | None = None,
         isolate: bool = True,
         worker_context: str = "forkserver",
+        allow: Iterable[str | AllowRule] = (),
+        allow_any: bool = False,
+        tls_cert: str | Path | None = None,
+        tls_key: str | Path | None = None,
+        tls_ca: str | Path | None = None,
+        limits: Limits | None = None,
+        health_port: int | None = None,
+        health_host: str = "127.0.0.1",
     ) -> None:
         if quiet_seconds is not None:
             warnings.warn("quiet_seconds is deprecated; use series_timeout", DeprecationWarning, stacklevel=2)
@@ -179,6 +216,16 @@ class DicomNode:
             raise ValueError(f"max_send_hours must be positive, got {max_send_hours}")
         if keep_sent_hours < 0:
             raise ValueError(f"keep_sent_hours must be 0 or more, got {keep_sent_hours}")
+        self.access = AccessPolicy(ae_title, allow, allow_any)
+        if (tls_cert is None) != (tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together")
+        if tls_ca is not None and tls_cert is None:
+            raise ValueError("--tls-ca needs --tls-cert and --tls-key (the port must be a TLS port)")
+        self.tls_context = server_context(tls_cert, tls_key, tls_ca) if tls_cert is not None else None
+        self.limits = limits or Limits()
+        self.health_port = health_port
+        self.health_host = health_host
+        self.health_server = None
         self.ae_title = ae_title
         self.port = port
         self.host = host
@@ -199,18 +246,37 @@ class DicomNode:
             if isolate
             else InProcessWorker(segmenter, warm_up=warm_up)
         )
-        self.queue = JobQueue(storage, redact=self.redactor.redact, keep_sent_hours=keep_sent_hours)
-        self.receiver = StorageReceiver(self.queue, self.redactor, on_sealed=lambda jobs: self._wake())
+        self.queue = JobQueue(
+            storage, redact=self.redactor.redact, keep_sent_hours=keep_sent_hours, file_mode=0o600
+        )
+        os.chmod(self.queue.root, 0o700)  # received instances are patient data: the node's user only
+        self.storage_guard = StorageGuard(
+            self.queue.root,
+            int(self.limits.max_storage_gb * GB) if self.limits.max_storage_gb is not None else None,
+            int(self.limits.min_free_gb * GB) if self.limits.min_free_gb is not None else None,
+        )
+        self.receiver = StorageReceiver(
+            self.queue,
+            self.redactor,
+            on_sealed=lambda jobs: self._wake(),
+            limits=self.limits,
+            storage_guard=self.storage_guard,
+        )
         self._wakeup = threading.Condition()
         self._draining = threading.Event()
         self._halt = threading.Event()
         self._segmenter_done = threading.Event()
         self._threads: list[threading.Thread] = []
         self._server = None
+        self._janitor: FailedJobJanitor | None = None
         self.sent = 0
         self.failed = 0
         self.superseded = 0
         self._worker_failures = 0
+        self._worker_error = ""
+        #: SEGs written by the segmentation worker since start; Unix time of the last SEG acknowledged.
+        self.segmented = 0
+        self.last_success: float | None = None
 
     @property
     def quiet_seconds(self) -> float:
@@ -241,28 +307,65 @@ class DicomNode:
         start = time.perf_counter()
         self.worker.start()
         logger.info("Segmenter ready in %.2f s", time.perf_counter() - start)
+        if self.limits.keep_failed_days is not None:
+            self._janitor = FailedJobJanitor(self.queue.failed_dir, self.limits.keep_failed_days).start()
         self._threads = [
             threading.Thread(target=self._segment_loop, name="litenext-segment", daemon=True),
             threading.Thread(target=self._send_loop, name="litenext-send", daemon=True),
         ]
         for thread in self._threads:
             thread.start()
-        ae = AE(ae_title=self.ae_title)
-        for context in AllStoragePresentationContexts:
-            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
-        ae.add_supported_context(Verification)
-        ae.maximum_pdu_size = 0
-        self._server = ae.start_server(
-            (self.host, self.port), block=False, evt_handlers=self.receiver.handlers()
+        self._server = build_storage_ae(self.ae_title, self.limits, self.network_timeout).start_server(
+            (self.host, self.port),
+            block=False,
+            evt_handlers=self.access.handlers()
+            + MessageSizeGuard(2 * self.limits.max_instance_bytes, self.limits.max_pdu).handlers()
+            + self.receiver.handlers()
+            + ConnectionMonitor(self.network_timeout).handlers(),
+            ssl_context=self.tls_context,
         )
+        if self.health_port is not None:
+            from .health import HealthServer
+
+            self.health_server = HealthServer(self, self.health_host, self.health_port).start()
+        if self.access.allow_any:
+            logger.warning("--allow-any: associations from any AE title and any address are accepted")
+        elif not self.access.rules:
+            logger.warning("No --allow rule: every association will be refused")
+        transport = "plain TCP"
+        if self.tls_context is not None:
+            transport = "TLS" + (", client certificates required" if self.tls_context.verify_mode else "")
         logger.info(
-            "DICOM node %s listening on %s:%d; SEGs go to %s; series timeout %g s",
+            "DICOM node %s listening on %s:%d (%s); accepts %s; SEGs go to %s%s; series timeout %g s",
             self.ae_title,
             self.host,
             self.port,
+            transport,
+            self.access.describe(),
             self.destination,
+            " over TLS" if self.destination.tls_ca else "",
             self.series_timeout,
         )
+
+    def health(self) -> tuple[bool, str]:
+        """``(True, "ok")`` while listening with every worker alive; else ``False`` and why.
+
+        The segmentation worker process counts as alive while it runs, and also while it is down
+        after a crash (the next series restarts it); it makes the node unhealthy only when it
+        cannot be started (e.g. an unusable checkpoint), until a start succeeds.
+        """
+        server = self._server
+        if server is None or server.socket.fileno() < 0:
+            return False, "not listening"
+        dead = [t.name for t in self._threads if not t.is_alive()]
+        if dead:
+            return False, f"worker thread(s) stopped: {', '.join(dead)}"
+        if self._worker_failures:
+            return (
+                False,
+                f"the segmentation worker cannot start ({self._worker_failures} tries): {self._worker_error}",
+            )
+        return True, "ok"
 
     def stop(self, drain: bool = True, association_grace: float = 30.0) -> None:
         """Stop listening; with ``drain``, segment and send everything queued first.
@@ -295,6 +398,12 @@ class DicomNode:
         for thread in self._threads:
             thread.join()
         self.worker.close()
+        if self._janitor is not None:
+            self._janitor.stop()
+            self._janitor = None
+        if self.health_server is not None:
+            self.health_server.stop()
+            self.health_server = None
         left = len(self.queue)
         logger.info(
             "Stopped: %d SEGs sent, %d series failed, %d jobs left in %s for the next start",
@@ -393,6 +502,7 @@ class DicomNode:
                 self.worker.start()
             except SegmentationError as err:
                 self._worker_failures += 1
+                self._worker_error = self._error_text(err)
                 delay = self._backoff(self._worker_failures)
                 logger.error(
                     "The segmentation worker cannot start (%s); series wait, next try in %g s",
@@ -402,6 +512,7 @@ class DicomNode:
                 self._wait(delay)
                 return
         self._worker_failures = 0
+        self._worker_error = ""
         self.queue.record_segment_start(job)  # on disk before the attempt
         start = time.perf_counter()
         try:
@@ -434,6 +545,9 @@ class DicomNode:
                 delay,
             )
             return
+        # The worker process wrote the SEG; it carries the patient's name and ID: node's user only.
+        os.chmod(job.seg_path, 0o600)
+        self.segmented += 1
         if job.generation > 1:
             self._supersede(job)
         self.queue.mark_segmented(job)
@@ -456,7 +570,9 @@ class DicomNode:
         except (TypeError, ValueError):
             base = 0
         seg.SeriesNumber = base + job.generation - 1
-        atomic_write(job.seg_path, lambda tmp: seg.save_as(tmp, enforce_file_format=True), fsync=True)
+        atomic_write(
+            job.seg_path, lambda tmp: seg.save_as(tmp, enforce_file_format=True), fsync=True, mode=0o600
+        )
         earlier = self.queue.sent_series(job.series_uid).get("seg_series_uid") or "(not yet delivered)"
         self.superseded += 1
         logger.info(
@@ -526,6 +642,7 @@ class DicomNode:
         seg_series = _seg_series_uid(job.seg_path)
         self.queue.mark_sent(job, seg_series)
         self.sent += 1
+        self.last_success = time.time()
         logger.info(
             "Series %s: SEG stored by %s in %.2f s (job %s done)",
             job.series_uid,

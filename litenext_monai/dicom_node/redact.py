@@ -5,11 +5,15 @@ so careful: pydicom warns with the offending value when an element does not fit 
 highdicom's errors quote invalid attribute values. :class:`PatientRedactor` is a logging filter
 that knows the Patient's Name and Patient ID of every instance the node has seen and replaces them
 in any record (message, arguments and traceback) before a handler writes it.
+
+The same filter escapes control characters (``\n``, ``\r``, ESC, ...) in every record, so that a
+hostile value (a UID or AE title with a line break) cannot forge log lines: one record is one line.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import traceback
 from pathlib import Path
@@ -17,12 +21,25 @@ from pathlib import Path
 import pydicom
 from pydicom.dataset import Dataset
 
-__all__ = ["PatientRedactor", "configure_node_logging", "patient_strings"]
+__all__ = ["PatientRedactor", "configure_node_logging", "escape_control", "patient_strings"]
 
 REDACTED = "[redacted]"
 # Shorter values ("1", "AB") would redact unrelated text everywhere; the node never logs them.
 _MIN_LENGTH = 3
 _PATIENT_TAGS = (0x00100010, 0x00100020)  # PatientName, PatientID
+# C0 and C1 control characters, DEL, and the Unicode line and paragraph separators.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_char(match: re.Match) -> str:
+    char = match.group()
+    return _NAMED_ESCAPES.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+
+
+def escape_control(text: str) -> str:
+    """``text`` with every control character written as an escape (``"a\\nb"`` → ``"a\\\\nb"``)."""
+    return _CONTROL.sub(_escape_char, text)
 
 
 def patient_strings(ds: Dataset) -> set[str]:
@@ -103,8 +120,7 @@ class PatientRedactor(logging.Filter):
         return text
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self._strings:
-            return True
+        """Redact patient strings and escape control characters; the record becomes one line."""
         message = record.getMessage()
         if record.exc_info:
             message += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
@@ -113,7 +129,7 @@ class PatientRedactor(logging.Filter):
         if record.stack_info:
             message += "\n" + record.stack_info
             record.stack_info = None
-        record.msg = self.redact(message)
+        record.msg = escape_control(self.redact(message))
         record.args = None
         return True
 

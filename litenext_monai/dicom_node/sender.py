@@ -1,4 +1,4 @@
-"""The Storage SCU side of the DICOM node: C-STORE a SEG to the destination.
+"""The Storage SCU side of the DICOM node: C-STORE a SEG to the destination (over TLS if configured).
 
 Every failure is classified (:attr:`SendError.kind`), so that the node knows what a retry can do:
 
@@ -9,11 +9,15 @@ Every failure is classified (:attr:`SendError.kind`), so that the node knows wha
   0x0122 SOP class not supported, ...): retried, and failed after ``max_refusals``;
 * ``permanent``: the SEG file is unreadable or no Segmentation Storage presentation context was
   accepted: failed at once (a retry sends the same file to the same configuration).
+
+Unusable TLS settings (a missing or unreadable certificate file) are ``transient``: the files are
+read again at every send, so a fixed or renewed file is picked up by the next retry.
 """
 
 from __future__ import annotations
 
 import re
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,18 +47,39 @@ _DESTINATION = re.compile(r"^(?P<aet>[^@]{1,16})@(?P<host>[^:@]+|\[[0-9A-Fa-f:]+
 
 @dataclass(frozen=True)
 class Destination:
-    """Where SEGs go: the called AE title, host and port of a Storage SCP."""
+    """Where SEGs go: the called AE title, host and port of a Storage SCP.
+
+    With ``tls_ca`` the SEG goes over TLS: the destination's certificate must be signed by that CA
+    and name ``host``; ``tls_cert``/``tls_key`` are the node's client certificate, if the
+    destination asks for one. The files are read at every send, so renewed certificates are used
+    without a restart.
+    """
 
     ae_title: str
     host: str
     port: int
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The client TLS context (``None`` for plain TCP); raises ``ValueError`` naming a bad file."""
+        if self.tls_ca is None:
+            if self.tls_cert is not None or self.tls_key is not None:
+                raise ValueError("--destination-tls-cert/--destination-tls-key need --destination-tls-ca")
+            return None
+        from .tls import client_context
+
+        return client_context(self.tls_ca, self.tls_cert, self.tls_key)
 
     def __str__(self) -> str:
         return f"{self.ae_title}@{self.host}:{self.port}"
 
 
-def parse_destination(text: str) -> Destination:
-    """Parse ``AET@HOST:PORT``.
+def parse_destination(
+    text: str, tls_ca: str | None = None, tls_cert: str | None = None, tls_key: str | None = None
+) -> Destination:
+    """Parse ``AET@HOST:PORT`` (the TLS files are passed through to :class:`Destination`).
 
     Raises:
         ValueError: naming the expected form when ``text`` does not match it.
@@ -66,7 +91,7 @@ def parse_destination(text: str) -> Destination:
             f"destination {text!r} is not AET@HOST:PORT (AE title of 1-16 characters without leading or "
             "trailing spaces, port 1-65535)"
         )
-    return Destination(match["aet"], match["host"].strip("[]"), port)
+    return Destination(match["aet"], match["host"].strip("[]"), port, tls_ca, tls_cert, tls_key)
 
 
 def classify_status(status: int) -> str | None:
@@ -96,6 +121,8 @@ def send_file(
 ) -> int:
     """C-STORE one Segmentation Storage file to ``destination``.
 
+    The connection uses TLS when ``destination.tls_ca`` is set (:meth:`Destination.tls_context`).
+
     Returns:
         The status of the C-STORE response (success, or a warning such as 0xB000 "coercion of data
         elements", which still means stored).
@@ -112,7 +139,12 @@ def send_file(
     ae = AE(ae_title=calling_ae_title)
     ae.add_requested_context(SegmentationStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = timeout
-    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+    try:
+        context = destination.tls_context()
+    except ValueError as err:
+        raise SendError(f"TLS settings for {destination}: {err}", kind=TRANSIENT) from err
+    tls_args = (context, destination.host) if context is not None else None
+    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title, tls_args=tls_args)
     accepted = any(c.abstract_syntax == SegmentationStorage for c in assoc.accepted_contexts)
     refused_context = any(c.abstract_syntax == SegmentationStorage for c in assoc.rejected_contexts)
     if not accepted and refused_context:

@@ -16,7 +16,13 @@ os.umask(_UMASK)
 TEMP_PREFIX = ".litenext-tmp."
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, fsync: bool = False) -> Path:
+def atomic_write(
+    path: str | os.PathLike,
+    write: Callable[[Path], None],
+    *,
+    fsync: bool = False,
+    mode: int | None = None,
+) -> Path:
     """Write ``path`` through a temporary file in the same folder, then rename it into place.
 
     Args:
@@ -25,6 +31,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, fsyn
             choose the format from the suffix, such as PIL and nibabel, still work).
         fsync: flush the temporary file to disk before the rename and the folder after it, so
             that the file survives a power loss or a kernel crash once this returns (queues).
+        mode: permission bits of the output (e.g. ``0o600`` for files holding patient data); the
+            file has them before it appears under ``path``. ``None`` (default): those of any new
+            file, ``0o666`` less the process umask read at import.
 
     Returns:
         The destination path.
@@ -39,8 +48,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, fsyn
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
-        # mkstemp creates the file private (0600); give the output the permissions of any new file.
-        tmp_path.chmod(0o666 & ~_UMASK)
+        # mkstemp creates the file private (0600); give the output the permissions asked for, or
+        # those of any new file.
+        tmp_path.chmod((0o666 & ~_UMASK) if mode is None else mode)
         if fsync:
             fsync_path(tmp_path)
         os.replace(tmp_path, path)

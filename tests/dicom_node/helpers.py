@@ -231,10 +231,19 @@ def orthanc_executable() -> str:
 class Orthanc:
     """A private Orthanc on loopback ports, with the node registered as modality ``litenext``."""
 
-    def __init__(self, folder: Path, node_port: int, node_aet: str = "LITENEXT") -> None:
+    def __init__(
+        self,
+        folder: Path,
+        node_port: int,
+        node_aet: str = "LITENEXT",
+        *,
+        aet: str = "ORTHANC",
+        extra_config: dict | None = None,
+        use_tls_to_node: bool = False,
+    ) -> None:
         self.folder = folder
         self.http_port, self.dicom_port = free_port(), free_port()
-        self.aet = "ORTHANC"
+        self.aet = aet
         folder.mkdir(parents=True, exist_ok=True)
         config = {
             "Name": "litenext-test",
@@ -249,6 +258,14 @@ class Orthanc:
             "ConcurrentJobs": 4,  # the three-series test sends concurrently
             "DicomModalities": {"litenext": [node_aet, "127.0.0.1", node_port]},
         }
+        if use_tls_to_node:  # the object form of a modality entry is the only one with UseDicomTls
+            config["DicomModalities"]["litenext"] = {
+                "AET": node_aet,
+                "Host": "127.0.0.1",
+                "Port": node_port,
+                "UseDicomTls": True,
+            }
+        config.update(extra_config or {})
         (folder / "orthanc.json").write_text(json.dumps(config))
         self.start()
 
@@ -294,8 +311,9 @@ class Orthanc:
         ]
         return ids[0]["ParentSeries"]
 
-    def send_to_node(self, series_id: str) -> None:
-        body = json.dumps({"Resources": [series_id], "Synchronous": False}).encode()
+    def send_to_node(self, series_id: str, synchronous: bool = False) -> None:
+        """C-STORE a series to the node; synchronously, a refusal raises ``urllib.error.HTTPError``."""
+        body = json.dumps({"Resources": [series_id], "Synchronous": synchronous}).encode()
         self.request("POST", "/modalities/litenext/store", body)
 
     def seg_series(self, study_uid: str) -> list[dict]:
@@ -345,6 +363,7 @@ class NodeProcess:
         series_timeout: float = 60.0,
         log: Path,
         ae_title: str = "LITENEXT",
+        extra_args: Sequence[str] = ("--allow", "*@127.0.0.1"),
     ) -> None:
         self.port = port or free_port()
         self.log_path = log
@@ -368,6 +387,7 @@ class NodeProcess:
                 str(storage),
                 "--series-timeout",
                 str(series_timeout),
+                *extra_args,
             ],
             stdout=self._log,
             stderr=subprocess.STDOUT,

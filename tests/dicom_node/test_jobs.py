@@ -249,3 +249,45 @@ def test_recover_can_leave_incoming_series_to_their_timeout(tmp_path):
     assert queue.recover(seal_incoming=False)["sealed_incoming"] == 0
     assert queue.seal_idle(30.0) == [] and queue.incoming_series() == 1
     assert [j.series_uid for j in queue.seal_idle(0.0)] == ["1.2.5"]
+
+
+def test_file_mode_makes_every_queue_file_private_whatever_the_umask(tmp_path):
+    import stat
+
+    def mode(path) -> int:
+        return stat.S_IMODE(path.stat().st_mode)
+
+    old = os.umask(0o022)  # files would be 0644 without file_mode
+    try:
+        queue = JobQueue(tmp_path / "private", file_mode=0o600)
+        instance = queue.store_instance("1.2.3", "1.2.3.1", b"DICM data")
+        job = queue.seal("1.2.3")
+        job.seg_path.write_bytes(b"SEG")
+        queue.mark_segmented(job)
+        job_json = job.folder / "job.json"
+        assert (mode(job_json), mode(job.instance_files()[0])) == (0o600, 0o600)
+        queue.mark_sent(job, "1.2.3.9")
+        record = tmp_path / "private" / "sent" / safe_name("1.2.3") / "series.json"
+        assert mode(record) == 0o600 and json.loads(record.read_text())["seg_series_uid"] == "1.2.3.9"
+        assert not instance.exists()  # moved into the job, then kept under sent/
+
+        default = JobQueue(tmp_path / "default")  # file_mode=None: as before, the umask decides
+        default.store_instance("1.2.4", "1.2.4.1", b"DICM data")
+        (plain,) = default.seal("1.2.4").instance_files()
+        assert mode(plain) == 0o644
+    finally:
+        os.umask(old)
+
+
+def test_storage_quota_counts_a_hard_linked_instance_once(tmp_path):
+    from litenext_monai.dicom_node.limits import folder_bytes
+
+    (tmp_path / "sent" / "s" / "instances").mkdir(parents=True)
+    (tmp_path / "jobs" / "j" / "instances").mkdir(parents=True)
+    kept = tmp_path / "sent" / "s" / "instances" / "a.dcm"
+    kept.write_bytes(b"x" * 1000)
+    os.link(kept, tmp_path / "jobs" / "j" / "instances" / "a.dcm")  # as a later generation reuses it
+    (tmp_path / "jobs" / "j" / "job.json").write_bytes(b"y" * 10)
+    (tmp_path / "failed").mkdir()
+    (tmp_path / "failed" / "f.dcm").write_bytes(b"z" * 100)
+    assert folder_bytes(tmp_path) == 1000 + 10 + 100

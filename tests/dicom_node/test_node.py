@@ -70,7 +70,7 @@ def _start_node(tmp_path, destination: DestinationSCP, segmenter=threshold_segme
         segmenter,
         host="127.0.0.1",
         redactor=redactor,
-        **kwargs,
+        **{"allow": ["*@127.0.0.1"], **kwargs},
     )
     node.start()
     return node, log

@@ -289,12 +289,19 @@ def test_a_worker_that_cannot_restart_is_not_counted_against_the_series(tmp_path
         warm_up=False,
     )
     try:
+        assert node.health() == (True, "ok")
         marker.write_text("x")
         os.kill(node.worker.pid, signal.SIGKILL)  # dies while idle; its restart will fail
         _wait(lambda: not node.worker.alive())
+        # A dead worker that the next series restarts is not a reason for /healthz to fail ...
+        assert node.health() == (True, "ok")
         series = make_series(2, seed=31)
         assert store_scu(series, node.port) == [0, 0]
         _wait(lambda: log.text.count("The segmentation worker cannot start") >= 2)
+        # ... one that cannot be started is.
+        healthy, reason = node.health()
+        assert not healthy and reason.startswith("the segmentation worker cannot start (")
+        assert "the checkpoint is gone" in reason
         (job,) = node.queue.pending()
         saved = json.loads((job.folder / "job.json").read_text())
         assert (saved["segment_attempts"], saved["crashes"], saved["transient_failures"]) == (0, 0, 0)
@@ -303,6 +310,7 @@ def test_a_worker_that_cannot_restart_is_not_counted_against_the_series(tmp_path
         (seg,) = destination.wait_for(1, timeout=60)
         _check_seg(seg, series)
         assert _failed_jobs(node) == []
+        assert node.health() == (True, "ok")  # healthy again once the worker started
     finally:
         node.stop(drain=False)
         log.close()
