@@ -23,7 +23,14 @@ import pytest
 from tests.hospital_helpers import tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPTS = ["litenext-benchmark", "litenext-compare", "litenext-export", "litenext-prepare", "litenext-segment-volume"]
+SCRIPTS = [
+    "litenext-benchmark",
+    "litenext-compare",
+    "litenext-dicom-node",
+    "litenext-export",
+    "litenext-prepare",
+    "litenext-segment-volume",
+]
 
 pytestmark = pytest.mark.slow
 
@@ -90,6 +97,11 @@ def test_real_commands_outside_the_checkout(installed, tmp_path: Path) -> None:
     exported = _run(bin_dir, work, "litenext-export", str(ckpt), "model.ts")
     assert exported.returncode == 0, exported.stderr[-2000:]
     assert json.loads(exported.stdout)["max_abs_diff"] <= 1e-4 and (work / "model.ts").is_file()
+
+    (tmp_path / "storage" / "jobs").mkdir(parents=True)
+    status = _run(bin_dir, work, "litenext-dicom-node", "status", "--storage", str(tmp_path / "storage"))
+    assert status.returncode == 0, status.stderr[-2000:]
+    assert "failed" in status.stdout
 
     listed = _run(bin_dir, work, "litenext-prepare", "--list")
     assert listed.returncode == 0 and "sunnybrook" in listed.stdout.lower(), listed.stderr[-2000:]
