@@ -23,8 +23,11 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/python scripts/demo.py
 
+# Two pytest workers with one torch thread each (2 cores); the tests that assert durations run
+# afterwards on an otherwise idle machine.
 test: setup
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile -m "not timing" $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m timing $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check litenext_monai tests scripts

@@ -289,6 +289,7 @@ def test_a_rerun_into_the_same_output_never_touches_earlier_runs(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timing
 def test_equal_time_budget_gives_every_model_its_share(tmp_path):
     budget_min = 0.4
     data, out = _tiny_data(tmp_path), tmp_path / "cmp"
