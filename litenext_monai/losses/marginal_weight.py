@@ -260,7 +260,7 @@ def _one_vs_rest_log_probs(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return log_p, log_not_p
 
 
-class SoftmaxMarginalWeightLoss(_Loss):
+class SoftmaxMarginalWeightLoss(MarginalWeightLoss):
     """Marginal Weight Loss for N ≥ 2 classes: one-vs-rest MWL per foreground class, averaged.
 
     With ``p = softmax(x)`` over the N + 1 channels (channel 0 = background), ``y_c = [label = c]``
@@ -279,21 +279,6 @@ class SoftmaxMarginalWeightLoss(_Loss):
         w_background: weight w_b of the far background.
         reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` (per class and pixel, ``B×N×H×W``).
     """
-
-    def __init__(
-        self,
-        kernel_size: int = DEFAULT_KERNEL_SIZE,
-        w_margin: float = DEFAULT_W_MARGIN,
-        w_object: float = DEFAULT_W_OBJECT,
-        w_background: float = DEFAULT_W_BACKGROUND,
-        reduction: LossReduction | str = LossReduction.MEAN,
-    ) -> None:
-        super().__init__(reduction=LossReduction(reduction).value)
-        _check_kernel_size(kernel_size)
-        self.kernel_size = kernel_size
-        self.w_margin = w_margin
-        self.w_object = w_object
-        self.w_background = w_background
 
     def forward(
         self, input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None

@@ -419,3 +419,27 @@ class NodeProcess:
             self.process.kill()
             self.process.wait(10)
         self._log.close()
+
+
+class NodeLog:
+    """What the node's loggers write, as a handler carrying the node's redactor writes it."""
+
+    def __init__(self, redactor) -> None:
+        import io
+        import logging
+
+        self.stream = io.StringIO()
+        self.handler = logging.StreamHandler(self.stream)
+        self.handler.addFilter(redactor)
+        self.logger = logging.getLogger("litenext_monai.dicom_node")
+        self.level = self.logger.level
+        self.logger.addHandler(self.handler)
+        self.logger.setLevel(logging.INFO)
+
+    @property
+    def text(self) -> str:
+        return self.stream.getvalue()
+
+    def close(self) -> None:
+        self.logger.removeHandler(self.handler)
+        self.logger.setLevel(self.level)

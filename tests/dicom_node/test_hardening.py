@@ -7,9 +7,7 @@ still answer C-ECHO. TLS and access control against a real Orthanc are in test_t
 
 from __future__ import annotations
 
-import io
 import json
-import logging
 import os
 import socket
 import stat
@@ -39,31 +37,10 @@ from pynetdicom.sop_class import Verification
 from litenext_monai.dicom_node import DicomNode, Limits, PatientRedactor, parse_destination
 from litenext_monai.dicom_node.receiver import STATUS_OUT_OF_RESOURCES, STATUS_TOO_LARGE
 from tests.dicom_node.certs import TestPKI
-from tests.dicom_node.helpers import DestinationSCP, free_port, make_series, threshold_segmenter
+from tests.dicom_node.helpers import DestinationSCP, NodeLog, free_port, make_series, threshold_segmenter
 
 LOCAL_RULES = ["TESTSCU@127.0.0.1", "ECHOSCU@127.0.0.1"]
 JPEG_XL_LOSSLESS = "1.2.840.10008.1.2.4.110"  # not in pydicom 3.0's uid module
-
-
-class _Log:
-    """What the node's loggers write through a handler carrying the node's redactor."""
-
-    def __init__(self, redactor: PatientRedactor) -> None:
-        self.stream = io.StringIO()
-        self.handler = logging.StreamHandler(self.stream)
-        self.handler.addFilter(redactor)
-        self.logger = logging.getLogger("litenext_monai.dicom_node")
-        self.level = self.logger.level
-        self.logger.addHandler(self.handler)
-        self.logger.setLevel(logging.INFO)
-
-    @property
-    def text(self) -> str:
-        return self.stream.getvalue()
-
-    def close(self) -> None:
-        self.logger.removeHandler(self.handler)
-        self.logger.setLevel(self.level)
 
 
 @pytest.fixture
@@ -80,7 +57,7 @@ def start_node(tmp_path, destination):
 
     def start(storage: Path | None = None, **kwargs) -> DicomNode:
         redactor = PatientRedactor()
-        log = _Log(redactor)
+        log = NodeLog(redactor)
         kwargs.setdefault("allow", [] if kwargs.get("allow_any") else LOCAL_RULES)
         kwargs.setdefault("warm_up", False)
         node = DicomNode(
@@ -303,7 +280,7 @@ def test_decoded_pixel_size_is_checked_from_the_header(start_node):
 def test_storage_quota_refuses_with_a700_then_accepts_once_space_is_freed(tmp_path):
     destination = DestinationSCP()  # not listening yet: SEGs pile up in the queue
     redactor = PatientRedactor()
-    log = _Log(redactor)
+    log = NodeLog(redactor)
     # Each 64×64 instance is about 9 KiB on disk; 40 KiB is full after a few series.
     node = DicomNode(
         "LITENEXT",

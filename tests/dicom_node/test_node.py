@@ -7,8 +7,6 @@ runs in test_node_orthanc.py.
 
 from __future__ import annotations
 
-import io
-import logging
 import time
 from collections.abc import Iterator
 
@@ -29,6 +27,7 @@ from tests.dicom_node.helpers import (
     PATIENT_ID,
     PATIENT_NAME,
     DestinationSCP,
+    NodeLog,
     echo,
     expected_mask,
     free_port,
@@ -38,30 +37,9 @@ from tests.dicom_node.helpers import (
 )
 
 
-class _Log:
-    """Records of the node's loggers as a handler with the node's redactor writes them."""
-
-    def __init__(self, redactor: PatientRedactor) -> None:
-        self.stream = io.StringIO()
-        self.handler = logging.StreamHandler(self.stream)
-        self.handler.addFilter(redactor)
-        self.logger = logging.getLogger("litenext_monai.dicom_node")
-        self.level = self.logger.level
-        self.logger.addHandler(self.handler)
-        self.logger.setLevel(logging.INFO)
-
-    @property
-    def text(self) -> str:
-        return self.stream.getvalue()
-
-    def close(self) -> None:
-        self.logger.removeHandler(self.handler)
-        self.logger.setLevel(self.level)
-
-
 def _start_node(tmp_path, destination: DestinationSCP, segmenter=threshold_segmenter, **kwargs):
     redactor = PatientRedactor()
-    log = _Log(redactor)
+    log = NodeLog(redactor)
     node = DicomNode(
         "LITENEXT",
         free_port(),

@@ -7,8 +7,6 @@ Without Orthanc these tests skip; with REQUIRE_INTEGRATION=1 they fail.
 
 from __future__ import annotations
 
-import io
-import logging
 import urllib.error
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import pytest
 from litenext_monai.dicom_node import DicomNode, PatientRedactor, parse_destination
 from tests.dicom_node.certs import TestPKI
 from tests.dicom_node.helpers import (
+    NodeLog,
     Orthanc,
     echo,
     free_port,
@@ -32,28 +31,9 @@ pytestmark = pytest.mark.integration
 SEG_TIMEOUT = 60.0
 
 
-class _Log:
-    def __init__(self, redactor: PatientRedactor) -> None:
-        self.stream = io.StringIO()
-        self.handler = logging.StreamHandler(self.stream)
-        self.handler.addFilter(redactor)
-        self.logger = logging.getLogger("litenext_monai.dicom_node")
-        self.level = self.logger.level
-        self.logger.addHandler(self.handler)
-        self.logger.setLevel(logging.INFO)
-
-    @property
-    def text(self) -> str:
-        return self.stream.getvalue()
-
-    def close(self) -> None:
-        self.logger.removeHandler(self.handler)
-        self.logger.setLevel(self.level)
-
-
-def _node(storage: Path, port: int, destination, **kwargs) -> tuple[DicomNode, _Log]:
+def _node(storage: Path, port: int, destination, **kwargs) -> tuple[DicomNode, NodeLog]:
     redactor = PatientRedactor()
-    log = _Log(redactor)
+    log = NodeLog(redactor)
     node = DicomNode(
         "LITENEXT",
         port,
