@@ -27,7 +27,7 @@ demo: setup
 # afterwards on an otherwise idle machine.
 test: setup
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile -m "not timing" $(PYTEST_ARGS)
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m timing $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m timing $(PYTEST_ARGS) || [ $$? -eq 5 ]  # 5: none selected
 
 lint: setup
 	$(BIN)/ruff check litenext_monai tests scripts
