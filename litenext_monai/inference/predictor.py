@@ -42,6 +42,7 @@ from litenext_monai.io.dicom_seg import (
 from litenext_monai.model.card import complete_settings, dicom_seg_metadata, read_inference_settings
 from litenext_monai.tracking.uris import resolve_checkpoint
 from litenext_monai.transforms import LoadImage2D, load_pipeline
+from litenext_monai.transforms.io import to_meta_tensor
 
 __all__ = ["Predictor", "pipeline_values", "segment_dicom_to_seg"]
 
@@ -110,21 +111,7 @@ class Predictor:
 
     def _frame_tensor(self, array: np.ndarray, meta: Mapping[str, Any], source: str) -> MetaTensor:
         """One frame of a multi-frame file, normalised as :class:`LoadImage2D` normalises a file."""
-        data = self.loader.normalize(array, meta)
-        affine = meta.get("affine")
-        affine = (
-            torch.eye(4, dtype=torch.float64)
-            if affine is None
-            else torch.as_tensor(affine, dtype=torch.float64)
-        )
-        tensor_meta = {
-            "filename_or_obj": source,
-            "spatial_shape": np.asarray(meta["spatial_shape"]),
-            "original_channel_dim": 0,
-            "original_affine": affine.clone(),
-            "affine": affine,
-        }
-        return MetaTensor(torch.from_numpy(np.ascontiguousarray(data)), meta=tensor_meta)
+        return to_meta_tensor(self.loader.normalize(array, meta), meta, source)
 
     def load(self, path: str | os.PathLike, frames: int = 1) -> list[MetaTensor]:
         """The file's frames as the bundle loads them (``C×H×W`` float32 ``MetaTensor``s).

@@ -27,7 +27,27 @@ from litenext_monai.io import (
     to_channels,
 )
 
-__all__ = ["LoadImage2D", "LoadImage2Dd"]
+__all__ = ["LoadImage2D", "LoadImage2Dd", "to_meta_tensor"]
+
+
+def to_meta_tensor(data: np.ndarray, meta: Mapping[str, Any], filename: str | os.PathLike) -> MetaTensor:
+    """A loaded ``C×H×W`` array as a ``MetaTensor`` with what inference needs to write its output.
+
+    The metadata keeps ``filename_or_obj``, ``spatial_shape`` (the file's ``H, W``) and the affine
+    (the reader's, identity for raster files).
+    """
+    affine = meta.get("affine")
+    affine = (
+        torch.eye(4, dtype=torch.float64) if affine is None else torch.as_tensor(affine, dtype=torch.float64)
+    )
+    tensor_meta = {
+        "filename_or_obj": str(filename),
+        "spatial_shape": np.asarray(meta["spatial_shape"]),
+        "original_channel_dim": 0,
+        "original_affine": affine.clone(),
+        "affine": affine,
+    }
+    return MetaTensor(torch.from_numpy(np.ascontiguousarray(data)), meta=tensor_meta)
 
 
 class LoadImage2D(Transform):
@@ -97,20 +117,7 @@ class LoadImage2D(Transform):
             data = binarize_mask(array, self.label_values)[None].astype(np.float32)
         else:
             data = self.normalize(array, meta)
-        affine = meta.get("affine")
-        affine = (
-            torch.eye(4, dtype=torch.float64)
-            if affine is None
-            else torch.as_tensor(affine, dtype=torch.float64)
-        )
-        tensor_meta = {
-            "filename_or_obj": str(filename),
-            "spatial_shape": np.asarray(meta["spatial_shape"]),
-            "original_channel_dim": 0,
-            "original_affine": affine.clone(),
-            "affine": affine,
-        }
-        return MetaTensor(torch.from_numpy(np.ascontiguousarray(data)), meta=tensor_meta)
+        return to_meta_tensor(data, meta, filename)
 
 
 class LoadImage2Dd(MapTransform):

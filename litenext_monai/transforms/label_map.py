@@ -6,12 +6,12 @@ import os
 from collections.abc import Hashable, Mapping
 
 import numpy as np
-import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 
 from litenext_monai.io import read_image
+from litenext_monai.transforms.io import to_meta_tensor
 
 __all__ = ["LoadLabelMap2D", "LoadLabelMap2Dd"]
 
@@ -54,21 +54,7 @@ class LoadLabelMap2D(Transform):
                 f"{filename}: label map values {shown} are not class indices 0..{self.num_classes} "
                 f"(num_classes={self.num_classes}; a 0/255 file is a binary mask, not a label map)"
             )
-        affine = meta.get("affine")
-        affine = (
-            torch.eye(4, dtype=torch.float64)
-            if affine is None
-            else torch.as_tensor(affine, dtype=torch.float64)
-        )
-        tensor_meta = {
-            "filename_or_obj": str(filename),
-            "spatial_shape": np.asarray(meta["spatial_shape"]),
-            "original_channel_dim": 0,
-            "original_affine": affine.clone(),
-            "affine": affine,
-        }
-        tensor = torch.from_numpy(np.ascontiguousarray(data[None].astype(np.float32)))
-        return MetaTensor(tensor, meta=tensor_meta)
+        return to_meta_tensor(data[None].astype(np.float32), meta, filename)
 
 
 class LoadLabelMap2Dd(MapTransform):
