@@ -11,7 +11,7 @@ its test split with ``evaluate.json`` (deploy form). Two recipe modes:
   so only the architecture differs.
 
 Variants (:func:`parse_variant`) are a base model plus bundle overrides, for ablations. With a time
-budget every model is first calibrated (a 2-epoch training run) and then trained for the number of
+budget every model is first calibrated (a 4-epoch training run) and then trained for the number of
 epochs that fits the budget (:func:`epochs_for_budget`); the bundle's LR schedules follow
 ``max_epochs``.
 
@@ -72,7 +72,7 @@ TABLE_METRICS = ("dice", "iou", "hd95")
 RECIPES = ("own", "common")
 COMMON_RECIPE = "common_recipe.json"
 #: Epochs of the calibration run that measures a model's epoch time for ``time_budget_min``.
-CALIBRATION_EPOCHS = 2
+CALIBRATION_EPOCHS = 4
 EXPERIMENT = "litenext_compare"
 
 
